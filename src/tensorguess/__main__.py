@@ -1,0 +1,3 @@
+from tensorguess.cli import main
+
+raise SystemExit(main())

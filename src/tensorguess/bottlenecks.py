@@ -1,0 +1,136 @@
+"""Backbone features ("bottlenecks"), computed in batches and cached by content and backbone.
+
+An entry lives at `bottlenecks/<backbone cache key>/<sha256[:2]>/<sha256>.npy`, keyed by
+the file's bytes, so renaming or moving a photo costs nothing, and a second run (or a
+run after adding ten photos) computes only what is new.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tensorguess.backbones import Backbone
+from tensorguess.files import write_bytes_atomic
+from tensorguess.progress import progress_bar
+
+BATCH_SIZE = 64
+
+
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a file's bytes, in hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class BottleneckCache:
+    """Feature vectors on disk, one `.npy` per distinct image content."""
+
+    def __init__(self, root: Path, backbone: Backbone):
+        self.folder = Path(root) / backbone.cache_key
+        self.feature_dim = backbone.feature_dim
+
+    def path_for(self, digest: str) -> Path:
+        """Where the features of content `digest` are stored."""
+        return self.folder / digest[:2] / f"{digest}.npy"
+
+    def get(self, digest: str) -> np.ndarray | None:
+        """The cached vector, or None when absent or damaged (then it is recomputed)."""
+        try:
+            vector = np.load(self.path_for(digest), allow_pickle=False)
+        except (OSError, ValueError, EOFError):
+            return None
+        if vector.shape != (self.feature_dim,) or not np.all(np.isfinite(vector)):
+            return None
+        return vector.astype(np.float32, copy=False)
+
+    def put(self, digest: str, vector: np.ndarray) -> None:
+        """Store one vector atomically."""
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(vector, dtype=np.float32), allow_pickle=False)
+        write_bytes_atomic(self.path_for(digest), buffer.getvalue())
+
+
+@dataclass
+class Features:
+    """Features for a list of files: rows aligned with the input, and what failed."""
+
+    vectors: np.ndarray
+    ok: np.ndarray
+    problems: dict[int, str] = field(default_factory=dict)
+    computed: int = 0
+    cached: int = 0
+
+
+def compute_features(
+    backbone: Backbone, paths: Sequence[Path], batch_size: int = BATCH_SIZE, label: str = ""
+):
+    """Yield (indices, vectors [B, D], reasons) for `paths`, batch by batch, in order."""
+    import tensorflow as tf
+
+    from tensorguess.images import pixel_batches
+
+    @tf.function(reduce_retracing=True)
+    def extract(pixels):
+        return backbone.features(tf.cast(pixels, tf.float32))
+
+    start = 0
+    with progress_bar(len(paths), label or "Computing features", unit="img") as bar:
+        for pixels, reasons in pixel_batches(paths, backbone.image_size, batch_size):
+            vectors = extract(pixels).numpy()
+            count = len(vectors)
+            yield range(start, start + count), vectors, [r.decode() for r in reasons.numpy()]
+            start += count
+            bar.update(count)
+
+
+def cached_features(
+    backbone: Backbone, paths: Sequence[Path], cache_root: Path, batch_size: int = BATCH_SIZE
+) -> Features:
+    """Features for `paths`, from the cache where present, computed and stored otherwise."""
+    cache = BottleneckCache(cache_root, backbone)
+    vectors = np.zeros((len(paths), backbone.feature_dim), np.float32)
+    ok = np.zeros(len(paths), bool)
+    problems: dict[int, str] = {}
+    digests: list[str | None] = []
+    for index, path in enumerate(paths):
+        try:
+            digests.append(file_digest(path))
+        except OSError as error:
+            digests.append(None)
+            problems[index] = f"cannot read ({error.strerror or error})"
+    # Identical photos share one computation.
+    missing: dict[str, list[int]] = {}
+    for index, digest in enumerate(digests):
+        if digest is None:
+            continue
+        vector = cache.get(digest)
+        if vector is None:
+            missing.setdefault(digest, []).append(index)
+        else:
+            vectors[index], ok[index] = vector, True
+    cached = int(ok.sum())
+    todo = [indices[0] for indices in missing.values()]
+    computed = 0
+    for positions, batch, reasons in compute_features(
+        backbone, [paths[i] for i in todo], batch_size
+    ):
+        for position, vector, reason in zip(positions, batch, reasons, strict=True):
+            digest = digests[todo[position]]
+            if reason:
+                for index in missing[digest]:
+                    problems[index] = reason
+                continue
+            cache.put(digest, vector)
+            computed += 1
+            for index in missing[digest]:
+                vectors[index], ok[index] = vector, True
+    return Features(vectors, ok, problems, computed=computed, cached=cached)

@@ -1,0 +1,165 @@
+"""Export: the frozen 2016-contract graph, the labels, a SavedModel and the metadata.
+
+`retrained_graph.pb` keeps the contract of the original tools: feed a scalar string of
+encoded image bytes to `DecodeJpeg/contents:0`, read the softmax `final_result:0`
+([1, N]). Decoding and resizing happen inside the graph. Between the two, a
+`input_pixels` placeholder-with-default ([None, S, S, 3] float RGB in 0-255) lets our
+own tools feed decoded batches to the same graph.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.python.framework.convert_to_constants import (
+    convert_variables_to_constants_v2,
+)
+
+from tensorguess import __version__
+from tensorguess.backbones import Backbone
+from tensorguess.files import replace_directory_atomic, write_bytes_atomic, write_text_atomic
+from tensorguess.train import TrainedHead
+
+GRAPH_FILE = "retrained_graph.pb"
+LABELS_FILE = "retrained_labels.txt"
+SAVED_MODEL_DIR = "saved_model"
+METADATA_FILE = "tensorguess.json"
+INPUT_BYTES = "DecodeJpeg/contents"
+INPUT_PIXELS = "input_pixels"
+OUTPUT = "final_result"
+
+
+@dataclass(frozen=True)
+class ExportedModel:
+    """Paths of what `export_model` wrote."""
+
+    graph: Path
+    labels: Path
+    saved_model: Path
+    metadata: Path
+
+
+def classifier_function(
+    backbone: Backbone, head: TrainedHead
+) -> tf.types.experimental.PolymorphicFunction:
+    """pixels [B, S, S, 3] float32 in 0-255 -> softmax scores [B, N], as one tf.function."""
+    size = backbone.image_size
+    layers = [(tf.constant(kernel), tf.constant(bias)) for kernel, bias in head.layers]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="pixels")])
+    def classify(pixels):
+        activations = backbone.features(pixels)
+        for depth, (kernel, bias) in enumerate(layers):
+            activations = tf.matmul(activations, kernel) + bias
+            if depth < len(layers) - 1:
+                activations = tf.nn.relu(activations)
+        return tf.nn.softmax(activations)
+
+    return classify
+
+
+def decode_for_graph(contents: tf.Tensor, size: int) -> tf.Tensor:
+    """Encoded bytes (scalar string) -> float32 [S, S, 3] pixels, in TensorFlow ops."""
+    image = tf.io.decode_image(contents, channels=3, expand_animations=False)
+    image = tf.cast(image, tf.float32)
+    return tf.image.resize(image, [size, size], method="bilinear", antialias=True)
+
+
+def frozen_graph(classify, size: int) -> tf.compat.v1.GraphDef:
+    """The frozen GraphDef with the 2016 tensor names around `classify`."""
+    frozen = convert_variables_to_constants_v2(classify.get_concrete_function())
+    core = frozen.graph.as_graph_def()
+    graph = tf.Graph()
+    with graph.as_default():
+        contents = tf.compat.v1.placeholder(tf.string, shape=[], name=INPUT_BYTES)
+        decoded = tf.expand_dims(decode_for_graph(contents, size), 0)
+        pixels = tf.compat.v1.placeholder_with_default(
+            decoded, shape=[None, size, size, 3], name=INPUT_PIXELS
+        )
+        (scores,) = tf.graph_util.import_graph_def(
+            core,
+            input_map={frozen.inputs[0].name: pixels},
+            return_elements=[frozen.outputs[0].name],
+            name="classifier",
+        )
+        tf.identity(scores, name=OUTPUT)
+    return graph.as_graph_def()
+
+
+class _Serving(tf.Module):
+    """What the SavedModel holds: the backbone's variables and two signatures."""
+
+    def __init__(self, backbone: Backbone, classify, labels: list[str]):
+        super().__init__()
+        self.backbone_model = backbone.model
+        self.classify = classify
+        self.labels = tf.constant(labels)
+        size = backbone.image_size
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+        def serve(images):
+            pixels = tf.map_fn(
+                lambda contents: decode_for_graph(contents, size),
+                images,
+                fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32),
+            )
+            scores = classify(pixels)
+            return {"scores": scores, "label": tf.gather(self.labels, tf.argmax(scores, axis=1))}
+
+        self.serve = serve
+
+
+def export_model(
+    tf_files: Path,
+    backbone: Backbone,
+    backbone_spec: str,
+    head: TrainedHead,
+    labels: list[str],
+    details: dict,
+) -> ExportedModel:
+    """Write the graph, labels, SavedModel and metadata into `tf_files`, each atomically."""
+    tf_files = Path(tf_files)
+    classify = classifier_function(backbone, head)
+    graph_bytes = frozen_graph(classify, backbone.image_size).SerializeToString()
+
+    saved_model = tf_files / SAVED_MODEL_DIR
+    serving = _Serving(backbone, classify, labels)
+    with tempfile.TemporaryDirectory(prefix=".tmp-saved_model.", dir=tf_files) as scratch:
+        built = Path(scratch) / SAVED_MODEL_DIR
+        tf.saved_model.save(
+            serving,
+            str(built),
+            signatures={"serving_default": serving.serve, "classify_pixels": classify},
+        )
+        replace_directory_atomic(built, saved_model)
+
+    write_bytes_atomic(tf_files / GRAPH_FILE, graph_bytes)
+    write_text_atomic(tf_files / LABELS_FILE, "".join(f"{label}\n" for label in labels))
+    metadata = {
+        "format": 1,
+        "tensorguess_version": __version__,
+        "backbone": backbone_spec,
+        "backbone_cache_key": backbone.cache_key,
+        "image_size": backbone.image_size,
+        "labels": labels,
+        "test_accuracy": head.test_accuracy,
+        "test_count": head.test_count,
+        "trained_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "graph_inputs": {"bytes": f"{INPUT_BYTES}:0", "pixels": f"{INPUT_PIXELS}:0"},
+        "graph_output": f"{OUTPUT}:0",
+        "head": {"layers": [list(np.shape(kernel)) for kernel, _ in head.layers]},
+        **details,
+    }
+    write_text_atomic(tf_files / METADATA_FILE, json.dumps(metadata, indent=2) + "\n")
+    return ExportedModel(
+        graph=tf_files / GRAPH_FILE,
+        labels=tf_files / LABELS_FILE,
+        saved_model=saved_model,
+        metadata=tf_files / METADATA_FILE,
+    )

@@ -1,0 +1,236 @@
+"""Prediction: load a retrained graph (ours or an old tool's) and score images in batches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from tensorguess.errors import TensorguessError
+from tensorguess.export import GRAPH_FILE, INPUT_BYTES, INPUT_PIXELS, LABELS_FILE, OUTPUT
+from tensorguess.images import UnreadableImage, load_pixels, pixel_batches
+
+BATCH_SIZE = 64
+
+
+@dataclass(frozen=True)
+class GraphLayout:
+    """Where to feed a graph and how it wants its input (label_image.py's flags)."""
+
+    input_layer: str
+    output_layer: str = OUTPUT
+    input_height: int = 0
+    input_width: int = 0
+    input_mean: float = 0.0
+    input_std: float = 1.0
+    takes_bytes: bool = False
+    takes_batches: bool = False
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The scores of one image (aligned with the labels), or why there are none."""
+
+    path: Path
+    scores: np.ndarray | None
+    problem: str = ""
+
+    def ranked(self, labels: Sequence[str], top_k: int | None = None) -> list[tuple[str, float]]:
+        """(label, score) pairs, best first."""
+        assert self.scores is not None
+        order = np.argsort(-self.scores, kind="stable")[:top_k]
+        return [(labels[i], float(self.scores[i])) for i in order]
+
+
+def detect_layout(graph_def, overrides: dict | None = None) -> GraphLayout:
+    """Recognise the input of our graphs and of the old tools' graphs; flags override."""
+    nodes = {node.name: node for node in graph_def.node}
+    overrides = {key: value for key, value in (overrides or {}).items() if value is not None}
+    if INPUT_PIXELS in nodes:
+        height, width = _placeholder_size(nodes[INPUT_PIXELS], 0)
+        layout = GraphLayout(
+            INPUT_PIXELS, input_height=height, input_width=width, takes_batches=True
+        )
+    elif "Mul" in nodes and "input_layer" not in overrides:
+        layout = GraphLayout(
+            "Mul", input_height=299, input_width=299, input_mean=128, input_std=128
+        )
+    elif "input" in nodes and "input_layer" not in overrides:
+        height, width = _placeholder_size(nodes["input"], 224)
+        layout = GraphLayout(
+            "input", input_height=height, input_width=width, input_mean=128, input_std=128
+        )
+    elif "Placeholder" in nodes and "input_layer" not in overrides:
+        height, width = _placeholder_size(nodes["Placeholder"], 224)
+        layout = GraphLayout("Placeholder", input_height=height, input_width=width, input_std=255)
+    else:
+        layout = GraphLayout(INPUT_BYTES, takes_bytes=True)
+    layout = replace(layout, **overrides)
+    if "input_layer" in overrides:
+        takes_bytes = nodes.get(layout.input_layer) is not None and _is_string(
+            nodes[layout.input_layer]
+        )
+        layout = replace(layout, takes_bytes=takes_bytes, takes_batches=False)
+    for name in (layout.input_layer, layout.output_layer):
+        if name not in nodes:
+            raise TensorguessError(
+                f"the graph has no tensor {name!r}; name the right one with "
+                "--input_layer / --output_layer"
+            )
+    if not layout.takes_bytes and not (layout.input_height and layout.input_width):
+        raise TensorguessError("give the input size with --input_height and --input_width")
+    return layout
+
+
+def _placeholder_size(node, default: int) -> tuple[int, int]:
+    dims = [dim.size for dim in node.attr["shape"].shape.dim]
+    if len(dims) == 4 and dims[1] > 0 and dims[2] > 0:
+        return dims[1], dims[2]
+    return default, default
+
+
+def _is_string(node) -> bool:
+    from tensorflow.core.framework import types_pb2
+
+    return node.attr["dtype"].type == types_pb2.DT_STRING
+
+
+def read_graph(path: Path):
+    """Parse a frozen GraphDef, or say in one line why the file is not one."""
+    import tensorflow as tf
+    from google.protobuf.message import DecodeError
+
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise TensorguessError(f"{path}: model not found; train one first with train.sh") from None
+    except OSError as error:
+        raise TensorguessError(f"{path}: cannot read the model ({error.strerror})") from None
+    graph_def = tf.compat.v1.GraphDef()
+    try:
+        graph_def.ParseFromString(data)
+    except (DecodeError, RuntimeWarning, ValueError):
+        graph_def.Clear()
+    if not graph_def.node:
+        raise TensorguessError(
+            f"{path}: not a TensorFlow graph (truncated or corrupt?); train again with train.sh"
+        )
+    return graph_def
+
+
+def read_labels(path: Path) -> list[str]:
+    """One label per line, in the graph's output order."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TensorguessError(
+            f"{path}: labels file not found; train again with train.sh"
+        ) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise TensorguessError(f"{path}: cannot read the labels ({error})") from None
+    labels = [line.rstrip("\r") for line in text.split("\n")]
+    while labels and not labels[-1]:
+        labels.pop()
+    if not labels:
+        raise TensorguessError(f"{path}: the labels file is empty; train again with train.sh")
+    return labels
+
+
+class Classifier:
+    """A loaded retrained graph with its labels."""
+
+    def __init__(self, graph_path: Path, labels_path: Path, overrides: dict | None = None):
+        import tensorflow as tf
+
+        self.graph_path, self.labels_path = Path(graph_path), Path(labels_path)
+        graph_def = read_graph(self.graph_path)
+        self.labels = read_labels(self.labels_path)
+        self.layout = detect_layout(graph_def, overrides)
+
+        def import_graph():
+            tf.compat.v1.import_graph_def(graph_def, name="")
+
+        try:
+            wrapped = tf.compat.v1.wrap_function(import_graph, [])
+            self._run = wrapped.prune(
+                feeds=[wrapped.graph.get_tensor_by_name(f"{self.layout.input_layer}:0")],
+                fetches=[wrapped.graph.get_tensor_by_name(f"{self.layout.output_layer}:0")],
+            )
+        except (ValueError, KeyError, tf.errors.OpError) as error:
+            first_line = str(error).strip().splitlines()[0]
+            raise TensorguessError(f"{graph_path}: cannot load the graph ({first_line})") from None
+
+    def _scores(self, feed) -> np.ndarray:
+        import tensorflow as tf
+
+        scores = self._run(tf.constant(feed))
+        scores = np.asarray(scores[0] if isinstance(scores, list | tuple) else scores)
+        scores = scores.reshape(-1, scores.shape[-1])
+        if scores.shape[-1] != len(self.labels):
+            raise TensorguessError(
+                f"{self.labels_path}: {len(self.labels)} labels, but the graph "
+                f"{self.graph_path} scores {scores.shape[-1]} classes; use the labels file "
+                "written with this graph"
+            )
+        return scores
+
+    def classify(self, paths: Sequence[Path], batch_size: int = BATCH_SIZE) -> Iterator[Prediction]:
+        """Score `paths` in order; an unreadable file gets a problem instead."""
+        layout = self.layout
+        if layout.takes_bytes:
+            yield from self._classify_bytes(paths)
+        elif layout.takes_batches:
+            size = (layout.input_height, layout.input_width)
+            start = 0
+            for pixels, reasons in pixel_batches(paths, size, batch_size):
+                scores = self._scores(self._normalise(pixels.numpy()))
+                for offset, reason in enumerate(reasons.numpy()):
+                    yield self._prediction(paths[start + offset], scores[offset], reason.decode())
+                start += len(scores)
+        else:
+            for path in paths:
+                try:
+                    pixels = load_pixels(path, (layout.input_height, layout.input_width))
+                except UnreadableImage as problem:
+                    yield Prediction(Path(path), None, str(problem))
+                    continue
+                yield Prediction(Path(path), self._scores(self._normalise(pixels[None]))[0])
+
+    def _normalise(self, pixels: np.ndarray) -> np.ndarray:
+        layout = self.layout
+        return (pixels.astype(np.float32) - layout.input_mean) / layout.input_std
+
+    @staticmethod
+    def _prediction(path: Path, scores: np.ndarray, problem: str) -> Prediction:
+        return Prediction(Path(path), None if problem else scores, problem)
+
+    def _classify_bytes(self, paths: Sequence[Path]) -> Iterator[Prediction]:
+        import tensorflow as tf
+
+        for path in paths:
+            try:
+                data = Path(path).read_bytes()
+            except OSError as error:
+                yield Prediction(Path(path), None, f"cannot read ({error.strerror})")
+                continue
+            try:
+                yield Prediction(Path(path), self._scores(data)[0])
+            except tf.errors.InvalidArgumentError as error:
+                reason = str(error).strip().splitlines()[0]
+                yield Prediction(Path(path), None, f"the model cannot decode it ({reason})")
+
+
+def load_classifier(
+    tf_files: Path | None,
+    graph: Path | None = None,
+    labels: Path | None = None,
+    overrides: dict | None = None,
+) -> Classifier:
+    """The classifier in `tf_files` (or the `graph`/`labels` files given explicitly)."""
+    if graph is None and tf_files is None:
+        raise TensorguessError("give TF_FILES (the folder train.sh wrote) or --graph")
+    graph = Path(graph) if graph else Path(tf_files) / GRAPH_FILE
+    labels = Path(labels) if labels else graph.with_name(LABELS_FILE)
+    return Classifier(graph, labels, overrides)
