@@ -96,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--backbone",
         default="efficientnet_lite0",
-        help="efficientnet_lite0 (default), efficientnet_lite1, "
-        "efficientnet_lite2, or hub:<handle-or-SavedModel-folder>",
+        help="efficientnet_lite0 (default), efficientnet_lite2, "
+        "or hub:<handle-or-SavedModel-folder>",
     )
     train.add_argument(
         "--image_size",
@@ -230,8 +230,9 @@ def run_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
     )
-    summary = train_classifier(args.tf_files, options, print if not args.json else _say)
-    report = print if not args.json else _say
+    # With --json, standard output holds the JSON alone; the progress lines go to stderr.
+    report = _say if args.json else print
+    summary = train_classifier(args.tf_files, options, report)
     _print_skipped(summary.skipped, report)
     report(f"Wrote {', '.join(summary.outputs)} in {summary.seconds:.1f} s")
     if args.json:
