@@ -9,6 +9,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+# mkstemp creates files readable by their owner alone; a model or manifest should get the
+# same permissions as any file the user creates (read by a Docker container, a colleague).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
@@ -21,6 +26,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
     handle, name = tempfile.mkstemp(prefix=f".tmp-{target.name}.", dir=target.parent)
     os.close(handle)
     temporary = Path(name)
+    os.chmod(temporary, 0o666 & ~_UMASK)
     try:
         yield temporary
         os.replace(temporary, target)

@@ -1,0 +1,49 @@
+"""The original project's own data (../shared/datasets/superheroes), when it is present."""
+
+from __future__ import annotations
+
+import csv
+import re
+
+import pytest
+
+from conftest import SUPERHEROES, wrapper
+
+pytestmark = pytest.mark.skipif(
+    not SUPERHEROES.is_dir(), reason="../shared/datasets/superheroes is not present"
+)
+
+
+@pytest.fixture(scope="module")
+def superheroes_model(tmp_path_factory):
+    """Train once on superheroes/train, read in place through symlinked label folders."""
+    tf_files = tmp_path_factory.mktemp("superheroes") / "tf_files"
+    (tf_files / "data").mkdir(parents=True)
+    for label_folder in (SUPERHEROES / "train").iterdir():
+        (tf_files / "data" / label_folder.name).symlink_to(label_folder, target_is_directory=True)
+    result = wrapper("train.sh", tf_files)
+    return tf_files, result
+
+
+def test_superheroes_test_accuracy(superheroes_model):
+    _, result = superheroes_model
+    match = re.search(r"^Final test accuracy = ([\d.]+)% \(N=(\d+)\)$", result.stdout, re.M)
+    assert match and float(match.group(1)) >= 95 and int(match.group(2)) >= 40, result.stdout
+
+
+def test_guess_elsa(superheroes_model):
+    tf_files, _ = superheroes_model
+    result = wrapper("guess.sh", tf_files, SUPERHEROES / "test_data" / "images00.jpg")
+    assert result.stdout.splitlines()[0].startswith("elsa (score = ")
+
+
+def test_guess_dir_sorts_the_test_folder(superheroes_model, tmp_path):
+    tf_files, _ = superheroes_model
+    wrapper("guessDir.sh", tf_files, SUPERHEROES / "test_data", tmp_path / "sorted")
+    with open(SUPERHEROES / "test_labels.csv", newline="") as stream:
+        truth = {row["file"]: row["label"] for row in csv.DictReader(stream)}
+    with open(tmp_path / "sorted" / "manifest.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert len(rows) == 25 == len(list((tmp_path / "sorted").glob("*.jpg")))
+    correct = sum(truth[row["source"].rsplit("/", 1)[1]] == row["label"] for row in rows)
+    assert correct >= 22
