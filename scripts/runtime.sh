@@ -5,6 +5,14 @@
 # project-managed virtual environment (TENSORGUESS_VENV, default .venv beside this
 # project) created on first use with the pinned dependencies in constraints.txt;
 # later runs reuse it and reinstall only when pyproject.toml or constraints.txt change.
+#
+# In Docker it runs in the image tensorguess:<version> (TENSORGUESS_IMAGE overrides the
+# tag) as the calling user, with the folders named on the command line mounted at their
+# own absolute paths. `auto` picks Docker only when an engine answers `docker info`
+# within TENSORGUESS_DOCKER_TIMEOUT seconds (default 5) and the image is already built:
+# it never starts a multi-gigabyte build by surprise. `docker` builds a missing image.
+# TENSORGUESS_GPUS=auto|none|<docker --gpus value> (default auto: `all` when the engine
+# has the nvidia runtime).
 
 TENSORGUESS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TENSORGUESS_VENV=${TENSORGUESS_VENV:-$TENSORGUESS_ROOT/.venv}
@@ -33,6 +41,7 @@ tensorguess_install_key() {
 }
 
 # tensorguess_ensure_venv [EXTRAS]: create or update the virtual environment.
+# shellcheck disable=SC2120  # test.sh passes the extras; the wrappers pass none
 tensorguess_ensure_venv() {
   local extras=${1:-} stamp="$TENSORGUESS_VENV/.tensorguess-installed" key wanted log
   key=$(tensorguess_install_key)
@@ -49,7 +58,7 @@ tensorguess_ensure_venv() {
   fi
   log="$TENSORGUESS_VENV/install.log"
   local target="$TENSORGUESS_ROOT"
-  [ -n "$extras" ] && target="$TENSORGUESS_ROOT[$extras]"
+  [ -n "$extras" ] && target="${TENSORGUESS_ROOT}[$extras]"
   if ! "$TENSORGUESS_VENV/bin/python" -m pip install --disable-pip-version-check \
       -c "$TENSORGUESS_ROOT/constraints.txt" -e "$target" >"$log" 2>&1; then
     tail -n 20 "$log" >&2
@@ -58,19 +67,298 @@ tensorguess_ensure_venv() {
   { echo "$wanted"; grep -v "^$key " "$stamp" 2>/dev/null || true; } >"$stamp.new" && mv "$stamp.new" "$stamp"
 }
 
-tensorguess_runtime() {
+
+# The Docker image -------------------------------------------------------------------------
+
+# The package version: the `version` of pyproject.toml's [project] table.
+tensorguess_version() {
+  awk -F'"' '/^\[/ { in_project = ($0 == "[project]") } in_project && /^version *=/ { print $2; exit }' \
+    "$TENSORGUESS_ROOT/pyproject.toml"
+}
+
+tensorguess_image() {
+  echo "${TENSORGUESS_IMAGE:-tensorguess:$(tensorguess_version)}"
+}
+
+# tensorguess_build_image [DOCKER_BUILD_FLAGS...]: build the image from this project and tag it.
+# shellcheck disable=SC2120  # build.sh passes the flags; the docker runtime passes none
+tensorguess_build_image() {
+  docker build --tag "$(tensorguess_image)" "$@" "$TENSORGUESS_ROOT"
+}
+
+# tensorguess_within_timeout COMMAND...: end COMMAND after TENSORGUESS_DOCKER_TIMEOUT seconds
+# (default 5), so that an engine that never answers cannot hang the wrappers.
+tensorguess_within_timeout() {
+  local timer
+  for timer in timeout gtimeout; do
+    if command -v "$timer" >/dev/null 2>&1; then
+      "$timer" -k 2 "${TENSORGUESS_DOCKER_TIMEOUT:-5}" "$@"
+      return
+    fi
+  done
+  "$@"
+}
+
+# tensorguess_docker_answers: succeed when a Docker engine answers, keeping the engine's
+# runtimes (JSON) in TENSORGUESS_DOCKER_RUNTIMES for the GPU choice.
+tensorguess_docker_answers() {
+  command -v docker >/dev/null 2>&1 || return 1
+  TENSORGUESS_DOCKER_RUNTIMES=$(tensorguess_within_timeout docker info --format '{{json .Runtimes}}' </dev/null 2>/dev/null)
+}
+
+tensorguess_docker_has_nvidia() {
+  [[ ${TENSORGUESS_DOCKER_RUNTIMES:-} == *'"nvidia"'* ]]
+}
+
+tensorguess_image_present() {
+  tensorguess_within_timeout docker image inspect "$(tensorguess_image)" </dev/null >/dev/null 2>&1
+}
+
+# tensorguess_choose_runtime: set TENSORGUESS_CHOSEN_RUNTIME to docker or native.
+tensorguess_choose_runtime() {
+  TENSORGUESS_CHOSEN_RUNTIME=native
   case "${TENSORGUESS_RUNTIME:-auto}" in
-    auto | native) echo native ;;
-    docker) tensorguess_fail "TENSORGUESS_RUNTIME=docker: no Docker image is available yet; use native" ;;
+    native) ;;
+    auto)
+      if tensorguess_docker_answers; then
+        if tensorguess_image_present; then
+          TENSORGUESS_CHOSEN_RUNTIME=docker
+        elif tensorguess_docker_has_nvidia; then
+          echo "tensorguess: running natively; for the GPU through Docker, build the image once: bash build.sh" >&2
+        fi
+      fi
+      ;;
+    docker)
+      tensorguess_docker_answers ||
+        tensorguess_fail "TENSORGUESS_RUNTIME=docker, but no Docker engine answers 'docker info': start Docker, or set TENSORGUESS_RUNTIME=native"
+      if ! tensorguess_image_present; then
+        echo "tensorguess: building the Docker image $(tensorguess_image) (first run only; this takes a while)..." >&2
+        tensorguess_build_image >&2 || tensorguess_fail "building the Docker image failed (see above); retry with: bash build.sh"
+      fi
+      TENSORGUESS_CHOSEN_RUNTIME=docker
+      ;;
     *) tensorguess_fail "TENSORGUESS_RUNTIME must be auto, docker or native, not '$TENSORGUESS_RUNTIME'" ;;
   esac
+}
+
+# tensorguess_runtime: print the runtime the wrappers would use (docker or native).
+tensorguess_runtime() {
+  tensorguess_choose_runtime
+  echo "$TENSORGUESS_CHOSEN_RUNTIME"
+}
+
+# Running in Docker ------------------------------------------------------------------------
+# A path on the command line is one of these kinds:
+#   folder  read and written (TF_FILES)                 mounted read-write
+#   input   only read (SRC, a hub:<folder> backbone)    mounted read-only
+#   file    only read (IMAGE, --graph, --labels)        its folder mounted read-only
+#   output  written (DEST, --bottleneck_dir)            created first, as the user; read-write
+# Every path is passed on absolute and mounted at that same path, so messages and the
+# manifest name the user's own paths. A path that does not exist is not created (except an
+# output): its nearest existing folder is mounted read-only, and tensorguess says what is
+# missing just as it does natively. tests/test_docker_wrappers.py checks the tables below
+# against the command line's parser.
+
+# tensorguess_positional_kind COMMAND INDEX: set REPLY to the kind of that positional argument.
+tensorguess_positional_kind() {
+  case "$1:$2" in
+    train:0 | guess:0 | sort:0) REPLY=folder ;;
+    guess:*) REPLY='file' ;;
+    sort:1) REPLY=input ;;
+    sort:2) REPLY=output ;;
+    *) REPLY=none ;;
+  esac
+}
+
+# tensorguess_option_kind OPTION: set REPLY to the kind of the option's value.
+tensorguess_option_kind() {
+  case "$1" in
+    --bottleneck_dir) REPLY=output ;;
+    --graph | --labels) REPLY='file' ;;
+    --backbone) REPLY=backbone ;;
+    *) REPLY=none ;;
+  esac
+}
+
+# tensorguess_is_switch OPTION: succeed for the options that take no value.
+tensorguess_is_switch() {
+  case "$1" in
+    --json | --debug | --help | -h) return 0 ;;
+    *) return 1 ;;
+  esac
+}
+
+# tensorguess_absolute PATH: set REPLY to PATH made absolute, `.` and `..` resolved.
+tensorguess_absolute() {
+  local path=$1 parent
+  case "$path" in
+    /*) ;;
+    *) path=$PWD/$path ;;
+  esac
+  REPLY=$path
+  if [ -d "$path" ]; then
+    REPLY=$(CDPATH='' cd -- "$path" && pwd) || REPLY=$path
+  elif parent=$(CDPATH='' cd -- "$(dirname -- "$path")" 2>/dev/null && pwd); then
+    REPLY=${parent%/}/$(basename -- "$path")
+  fi
+}
+
+# tensorguess_add_mount FOLDER ro|rw: mount FOLDER at its own path (once; read-write wins).
+tensorguess_add_mount() {
+  local folder=$1 mode=$2 index=0
+  if [ "$folder" = / ]; then
+    return 0
+  fi
+  case "$folder" in
+    *:*) tensorguess_fail "Docker cannot mount '$folder' (a ':' in a path splits docker -v); rename it, or set TENSORGUESS_RUNTIME=native" ;;
+  esac
+  while [ "$index" -lt "${#TENSORGUESS_MOUNT_FOLDERS[@]}" ]; do
+    if [ "${TENSORGUESS_MOUNT_FOLDERS[index]}" = "$folder" ]; then
+      if [ "$mode" = rw ]; then
+        TENSORGUESS_MOUNT_MODES[index]=rw
+      fi
+      return 0
+    fi
+    index=$((index + 1))
+  done
+  TENSORGUESS_MOUNT_FOLDERS+=("$folder")
+  TENSORGUESS_MOUNT_MODES+=("$mode")
+}
+
+# tensorguess_docker_path KIND PATH: set REPLY to PATH made absolute, and mount what it needs.
+tensorguess_docker_path() {
+  local kind=$1 path=$2 absolute folder mode=ro
+  if [ "$kind" = output ]; then
+    mkdir -p -- "$path" || tensorguess_fail "could not create the folder $path"
+  fi
+  tensorguess_absolute "$path"
+  absolute=$REPLY
+  folder=$absolute
+  case "$kind" in
+    folder | output) mode=rw ;;
+    file) folder=$(dirname -- "$absolute") ;;
+  esac
+  if [ ! -e "$folder" ]; then
+    mode=ro
+    while [ ! -e "$folder" ] && [ "$folder" != / ]; do
+      folder=$(dirname -- "$folder")
+    done
+  fi
+  tensorguess_add_mount "$folder" "$mode"
+  REPLY=$absolute
+}
+
+# tensorguess_docker_value KIND VALUE: set REPLY to VALUE as the container must see it.
+tensorguess_docker_value() {
+  local kind=$1 value=$2
+  REPLY=$value
+  case "$kind" in
+    none) ;;
+    backbone)
+      # A local SavedModel folder (hub:<path>) is mounted; a remote handle is left as it is.
+      if [[ $value == hub:?* ]] && [ -e "${value#hub:}" ]; then
+        tensorguess_docker_path input "${value#hub:}"
+        REPLY=hub:$REPLY
+      fi
+      ;;
+    *) tensorguess_docker_path "$kind" "$value" ;;
+  esac
+}
+
+tensorguess_asks_help() {
+  local word
+  for word in "$@"; do
+    case "$word" in
+      --) return 1 ;;
+      --help | -h) return 0 ;;
+    esac
+  done
+  return 1
+}
+
+# tensorguess_docker_arguments COMMAND ARGS...: set TENSORGUESS_DOCKER_ARGUMENTS to ARGS with
+# every path made absolute, and TENSORGUESS_MOUNT_FOLDERS/_MODES to what must be mounted.
+tensorguess_docker_arguments() {
+  local command=$1 word name position=0 options_done=0
+  shift
+  TENSORGUESS_DOCKER_ARGUMENTS=()
+  TENSORGUESS_MOUNT_FOLDERS=()
+  TENSORGUESS_MOUNT_MODES=()
+  if tensorguess_asks_help "$@"; then
+    TENSORGUESS_DOCKER_ARGUMENTS=("$@")
+    return 0
+  fi
+  while [ $# -gt 0 ]; do
+    word=$1
+    shift
+    if [ "$options_done" = 0 ] && [ "$word" = -- ]; then
+      options_done=1
+    elif [ "$options_done" = 0 ] && [[ $word == -?* ]]; then
+      name=${word%%=*}
+      if ! tensorguess_is_switch "$name"; then
+        tensorguess_option_kind "$name"
+        if [[ $word == *=* ]]; then
+          tensorguess_docker_value "$REPLY" "${word#*=}"
+          word=$name=$REPLY
+        elif [ $# -gt 0 ]; then
+          tensorguess_docker_value "$REPLY" "$1"
+          shift
+          TENSORGUESS_DOCKER_ARGUMENTS+=("$word")
+          word=$REPLY
+        fi
+      fi
+    else
+      tensorguess_positional_kind "$command" "$position"
+      position=$((position + 1))
+      tensorguess_docker_value "$REPLY" "$word"
+      word=$REPLY
+    fi
+    TENSORGUESS_DOCKER_ARGUMENTS+=("$word")
+  done
+}
+
+# tensorguess_docker_run COMMAND ARGS...: run `tensorguess COMMAND ARGS...` in the image, as
+# the calling user (so what it writes belongs to the user), and exit with its exit code.
+tensorguess_docker_run() {
+  local command=$1 index=0 folder
+  shift
+  local options=(run --rm -i)
+  tensorguess_docker_arguments "$command" "$@"
+  if [ -t 0 ] && [ -t 1 ]; then
+    options+=(-t)
+  fi
+  # --init: a small init as PID 1 passes signals (Ctrl-C, docker stop) on to tensorguess.
+  options+=(--init --user "$(id -u):$(id -g)")
+  case "${TENSORGUESS_GPUS:-auto}" in
+    auto)
+      if tensorguess_docker_has_nvidia; then
+        options+=(--gpus all)
+      fi
+      ;;
+    none) ;;
+    *) options+=(--gpus "$TENSORGUESS_GPUS") ;;
+  esac
+  while [ "$index" -lt "${#TENSORGUESS_MOUNT_FOLDERS[@]}" ]; do
+    folder=${TENSORGUESS_MOUNT_FOLDERS[index]}
+    if [ "${TENSORGUESS_MOUNT_MODES[index]}" = ro ]; then
+      options+=(-v "$folder:$folder:ro")
+    else
+      options+=(-v "$folder:$folder")
+    fi
+    index=$((index + 1))
+  done
+  exec docker "${options[@]}" "$(tensorguess_image)" "$command" \
+    ${TENSORGUESS_DOCKER_ARGUMENTS[@]+"${TENSORGUESS_DOCKER_ARGUMENTS[@]}"}
 }
 
 # tensorguess_main COMMAND ARGS...: run `tensorguess COMMAND ARGS...` in the chosen runtime.
 tensorguess_main() {
   local command=$1
   shift
-  tensorguess_runtime >/dev/null
+  tensorguess_choose_runtime
+  if [ "$TENSORGUESS_CHOSEN_RUNTIME" = docker ]; then
+    tensorguess_docker_run "$command" "$@"
+  fi
   tensorguess_ensure_venv
   exec "$TENSORGUESS_VENV/bin/python" -m tensorguess "$command" "$@"
 }

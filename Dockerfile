@@ -1,0 +1,37 @@
+# tensorguess on TensorFlow's GPU image: the host needs only the NVIDIA driver and the
+# NVIDIA container toolkit, not CUDA. Build it with `bash build.sh`.
+# The tag is the TensorFlow release that pyproject.toml and constraints.txt pin
+# (tests/test_docker_wrappers.py checks that they agree).
+FROM tensorflow/tensorflow:2.21.0-gpu
+
+# The container runs as the calling user (docker run --user), who has no home in the image.
+ENV HOME=/tmp \
+    TENSORGUESS_CACHE_DIR=/opt/tensorguess/cache \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
+    PYTHONDONTWRITEBYTECODE=1
+
+WORKDIR /opt/tensorguess/src
+COPY . .
+
+# Keep the base image's TensorFlow (built for its CUDA): refuse a base image whose
+# TensorFlow is not the pinned one, since pip would then replace it with another build.
+# PIP_BREAK_SYSTEM_PACKAGES: the image's TensorFlow lives in the system Python too.
+RUN pinned="$(sed -n 's/^tensorflow==//p' constraints.txt)" \
+ && installed="$(python3 -c 'import importlib.metadata as m; print(m.version("tensorflow"))')" \
+ && if [ "$installed" != "$pinned" ]; then \
+      echo "The base image has TensorFlow $installed but constraints.txt pins $pinned: change FROM." >&2; \
+      exit 1; \
+    fi \
+ && PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir -c constraints.txt . \
+ && python3 -c 'import importlib.metadata as m, sys; sys.exit(m.version("tensorflow") != sys.argv[1])' "$pinned"
+
+# Convert the embedded backbones now, into a cache every user can read: a container works
+# offline and starts without converting.
+RUN python3 -c "from tensorguess.backbones import backbone_names, get_backbone; [get_backbone(name) for name in backbone_names()]" \
+ && test -n "$(find "$TENSORGUESS_CACHE_DIR" -name '*.npz')" \
+ && chmod -R a+rX "$TENSORGUESS_CACHE_DIR"
+
+WORKDIR /tmp
+ENTRYPOINT ["python3", "-m", "tensorguess"]
+CMD ["--help"]
