@@ -84,19 +84,26 @@ def test_guess_dir_sorts_copies_and_never_overwrites(trained, tmp_path):
     assert sum(name.startswith("circle") for name in sorted_files) == 3
     with open(destination / "manifest.csv", newline="") as stream:
         rows = list(csv.DictReader(stream))
-    assert len(rows) == 6 and set(rows[0]) == {"source", "destination", "label", "score", *LABELS}
+    assert len(rows) == 6
+    assert set(rows[0]) == {"source", "destination", "label", "score", "sha256", *LABELS}
     for row in rows:
         assert (destination / row["destination"].rsplit("/", 1)[1]).is_file()
         assert row["label"] in row["destination"] and row["label"] in ("circle", "square")
     assert "notes.txt" in result.stdout and "not an image" in result.stdout
     assert _digests(source) == before
 
-    # A second run into the same DEST keeps the first run's files and adds new names.
+    # A second run into the same DEST keeps the first run's files and copies nothing twice;
+    # a new photo is sorted beside them.
     first = _digests(destination)
+    (new,) = draw_photos(source, "square", 1, seed=14, prefix="photo c")
     wrapper("guessDir.sh", tf_files, source, destination)
     second = _digests(destination)
-    assert len(second) == 1 + 12
+    assert len(second) == len(first) + 1
     assert all(second[name] == digest for name, digest in first.items() if name != "manifest.csv")
+    assert sorted(set(second.values()) - set(first.values()) - {second["manifest.csv"]}) == [
+        hashlib.sha256(new.read_bytes()).hexdigest()
+    ]
+    before[new.name] = _digests(source)[new.name]
     assert _digests(source) == before
 
 

@@ -7,7 +7,6 @@ run after adding ten photos) computes only what is new.
 
 from __future__ import annotations
 
-import hashlib
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,19 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from tensorguess.backbones import Backbone
-from tensorguess.files import write_bytes_atomic
+from tensorguess.files import file_digest, write_bytes_atomic
 from tensorguess.progress import progress_bar
 
 BATCH_SIZE = 64
-
-
-def file_digest(path: Path) -> str:
-    """The SHA-256 of a file's bytes, in hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class BottleneckCache:
@@ -46,7 +36,7 @@ class BottleneckCache:
         """The cached vector, or None when absent or damaged (then it is recomputed)."""
         try:
             vector = np.load(self.path_for(digest), allow_pickle=False)
-        except (OSError, ValueError, EOFError):
+        except Exception:  # noqa: BLE001  (a damaged entry, whatever it holds, is recomputed)
             return None
         if vector.shape != (self.feature_dim,) or not np.all(np.isfinite(vector)):
             return None
@@ -93,20 +83,22 @@ def compute_features(
 
 
 def cached_features(
-    backbone: Backbone, paths: Sequence[Path], cache_root: Path, batch_size: int = BATCH_SIZE
+    backbone: Backbone,
+    paths: Sequence[Path],
+    cache_root: Path,
+    batch_size: int = BATCH_SIZE,
+    digests: Sequence[str | None] | None = None,
 ) -> Features:
-    """Features for `paths`, from the cache where present, computed and stored otherwise."""
+    """Features for `paths`, from the cache where present, computed and stored otherwise.
+
+    `digests` are the files' SHA-256 when the caller has them already (the scan does).
+    """
     cache = BottleneckCache(cache_root, backbone)
     vectors = np.zeros((len(paths), backbone.feature_dim), np.float32)
     ok = np.zeros(len(paths), bool)
     problems: dict[int, str] = {}
-    digests: list[str | None] = []
-    for index, path in enumerate(paths):
-        try:
-            digests.append(file_digest(path))
-        except OSError as error:
-            digests.append(None)
-            problems[index] = f"cannot read ({error.strerror or error})"
+    if digests is None:
+        digests = [_digest_or_problem(path, index, problems) for index, path in enumerate(paths)]
     # Identical photos share one computation.
     missing: dict[str, list[int]] = {}
     for index, digest in enumerate(digests):
@@ -134,3 +126,11 @@ def cached_features(
             for index in missing[digest]:
                 vectors[index], ok[index] = vector, True
     return Features(vectors, ok, problems, computed=computed, cached=cached)
+
+
+def _digest_or_problem(path: Path, index: int, problems: dict[int, str]) -> str | None:
+    try:
+        return file_digest(path)
+    except OSError as error:
+        problems[index] = f"cannot read ({error.strerror or error})"
+        return None

@@ -1,4 +1,9 @@
-"""Scanning TF_FILES/data/<label>/: the labelled images, a stable split, and what was skipped."""
+"""Scanning TF_FILES/data/<label>/: the labelled images, a stable split, and what was skipped.
+
+Every image is hashed (SHA-256 of its bytes) once, here: the digest decides the split, so
+identical photos always land in the same split and a duplicate cannot sit in both train
+and test, and the feature cache reuses it as its key.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tensorguess.errors import TensorguessError
+from tensorguess.files import file_digest
 from tensorguess.images import image_problem
 
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
@@ -20,11 +26,12 @@ FEW_IMAGES = 20
 
 @dataclass(frozen=True)
 class LabelledImage:
-    """One photo of the data folder, its label (its folder's name) and its split."""
+    """One photo of the data folder, its label (its folder's name), split and content digest."""
 
     path: Path
     label: str
     split: str
+    digest: str
 
 
 @dataclass
@@ -41,11 +48,19 @@ class Scan:
         return [image for image in self.images if image.split == name]
 
 
-def split_for(path: Path, validation_percentage: float, testing_percentage: float) -> str:
-    """The split of a file, decided by a hash of its name alone (retrain.py's rule)."""
-    stem = _NOHASH.sub("", path.name)
-    digest = int(hashlib.sha1(stem.encode("utf-8")).hexdigest(), 16)
-    percentage = (digest % (_MAX_IMAGES_PER_LABEL + 1)) * (100.0 / _MAX_IMAGES_PER_LABEL)
+def split_for(
+    path: Path, digest: str, validation_percentage: float, testing_percentage: float
+) -> str:
+    """The split of a file, decided by its content's SHA-256 `digest` (hex).
+
+    retrain.py hashed the file name; hashing the content keeps its stability (a photo
+    never changes set as the folder grows) and also keeps copies together. A name with
+    `_nohash_` still splits by the part before it, retrain.py's way to group near-copies.
+    """
+    if _NOHASH.search(path.name):
+        digest = hashlib.sha1(_NOHASH.sub("", path.name).encode("utf-8")).hexdigest()
+    number = int(digest, 16)
+    percentage = (number % (_MAX_IMAGES_PER_LABEL + 1)) * (100.0 / _MAX_IMAGES_PER_LABEL)
     if percentage < validation_percentage:
         return VALIDATION
     if percentage < validation_percentage + testing_percentage:
@@ -80,9 +95,13 @@ def scan_data(
     labels: list[str] = []
     for entry in sorted(data_dir.iterdir()):
         if entry.name.startswith("."):
+            skipped.append((entry, "hidden folder" if entry.is_dir() else "hidden file"))
             continue
         if not entry.is_dir():
             skipped.append((entry, "not in a label folder (put it in data/<label>/)"))
+            continue
+        if (problem := _label_problem(entry.name)) is not None:
+            skipped.append((entry, f"{problem}; rename the folder"))
             continue
         found = _scan_label(entry, validation_percentage, testing_percentage, skipped)
         if not found:
@@ -105,7 +124,19 @@ def scan_data(
             f"{data_dir}: only one label ({labels[0]}); a classifier needs at least two "
             f"label folders, for example {data_dir}/cats/ and {data_dir}/dogs/"
         )
+    warnings.extend(_conflicting_copies(images))
     return Scan(images=images, labels=labels, skipped=skipped, warnings=warnings)
+
+
+def _label_problem(name: str) -> str | None:
+    """Why a folder name cannot be a label: retrained_labels.txt is UTF-8, one label a line."""
+    if "\n" in name or "\r" in name:
+        return "a label cannot hold a line break"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "a label must be valid UTF-8 text"
+    return None
 
 
 def _scan_label(
@@ -123,6 +154,25 @@ def _scan_label(
         elif (problem := image_problem(path)) is not None:
             skipped.append((path, problem))
         else:
-            split = split_for(path, validation_percentage, testing_percentage)
-            found.append(LabelledImage(path=path, label=folder.name, split=split))
+            try:
+                digest = file_digest(path)
+            except OSError as error:
+                skipped.append((path, f"cannot read ({error.strerror or error})"))
+                continue
+            split = split_for(path, digest, validation_percentage, testing_percentage)
+            found.append(LabelledImage(path=path, label=folder.name, split=split, digest=digest))
     return found
+
+
+def _conflicting_copies(images: list[LabelledImage]) -> list[str]:
+    """One warning per photo that sits, byte for byte, under more than one label."""
+    by_digest: dict[str, list[LabelledImage]] = {}
+    for image in images:
+        by_digest.setdefault(image.digest, []).append(image)
+    return [
+        f"identical images under different labels "
+        f"({', '.join(sorted({copy.label for copy in copies}))}): "
+        f"{', '.join(str(copy.path) for copy in copies)}; keep the one in the right label folder"
+        for copies in by_digest.values()
+        if len({copy.label for copy in copies}) > 1
+    ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,24 +124,16 @@ def export_model(
     labels: list[str],
     details: dict,
 ) -> ExportedModel:
-    """Write the graph, labels, SavedModel and metadata into `tf_files`, each atomically."""
+    """Write the graph, labels, SavedModel and metadata into `tf_files`, all or nothing.
+
+    Everything is written in full under temporary names first; only then are the four
+    renamed into place, back to back, the graph and its labels first. An interrupted run
+    leaves the previous model whole, except in the instant between those renames, and
+    `guess` detects a graph and labels that disagree.
+    """
     tf_files = Path(tf_files)
     classify = classifier_function(backbone, head)
     graph_bytes = frozen_graph(classify, backbone.image_size).SerializeToString()
-
-    saved_model = tf_files / SAVED_MODEL_DIR
-    serving = _Serving(backbone, classify, labels)
-    with tempfile.TemporaryDirectory(prefix=".tmp-saved_model.", dir=tf_files) as scratch:
-        built = Path(scratch) / SAVED_MODEL_DIR
-        tf.saved_model.save(
-            serving,
-            str(built),
-            signatures={"serving_default": serving.serve, "classify_pixels": classify},
-        )
-        replace_directory_atomic(built, saved_model)
-
-    write_bytes_atomic(tf_files / GRAPH_FILE, graph_bytes)
-    write_text_atomic(tf_files / LABELS_FILE, "".join(f"{label}\n" for label in labels))
     metadata = {
         "format": 1,
         "tensorguess_version": __version__,
@@ -156,10 +149,23 @@ def export_model(
         "head": {"layers": [list(np.shape(kernel)) for kernel, _ in head.layers]},
         **details,
     }
-    write_text_atomic(tf_files / METADATA_FILE, json.dumps(metadata, indent=2) + "\n")
+    serving = _Serving(backbone, classify, labels)
+    with tempfile.TemporaryDirectory(prefix=".tmp-export.", dir=tf_files) as scratch:
+        built = Path(scratch)
+        tf.saved_model.save(
+            serving,
+            str(built / SAVED_MODEL_DIR),
+            signatures={"serving_default": serving.serve, "classify_pixels": classify},
+        )
+        write_bytes_atomic(built / GRAPH_FILE, graph_bytes)
+        write_text_atomic(built / LABELS_FILE, "".join(f"{label}\n" for label in labels))
+        write_text_atomic(built / METADATA_FILE, json.dumps(metadata, indent=2) + "\n")
+        for name in (GRAPH_FILE, LABELS_FILE, METADATA_FILE):
+            os.replace(built / name, tf_files / name)
+        replace_directory_atomic(built / SAVED_MODEL_DIR, tf_files / SAVED_MODEL_DIR)
     return ExportedModel(
         graph=tf_files / GRAPH_FILE,
         labels=tf_files / LABELS_FILE,
-        saved_model=saved_model,
+        saved_model=tf_files / SAVED_MODEL_DIR,
         metadata=tf_files / METADATA_FILE,
     )

@@ -1,13 +1,21 @@
-"""Writing files that matter atomically: a temporary name in the same folder, then a rename."""
+"""Files that matter: atomic writes (a temporary name in the same folder, then a rename),
+content digests, and the lock that keeps two runs from writing one folder at once."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import functools
+import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, ParamSpec, TypeVar
+
+from tensorguess.errors import TensorguessError
 
 # mkstemp creates files readable by their owner alone; a model or manifest should get the
 # same permissions as any file the user creates (read by a Docker container, a colleague).
@@ -63,3 +71,122 @@ def replace_directory_atomic(built: Path, target: Path) -> None:
     os.replace(built, target)
     if aside.exists():
         shutil.rmtree(aside)
+
+
+def printable(path: Path | str) -> str:
+    """A file name as one printable line: control characters and undecodable bytes escaped.
+
+    A name may hold a newline (which would fake a line of output) or bytes that are not
+    UTF-8 (which a strict terminal encoding refuses to print).
+    """
+    text = os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+    return "".join(
+        character.encode("unicode_escape").decode("ascii")
+        if not character.isprintable()
+        else character
+        for character in text
+    )
+
+
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a file's bytes, in hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+LOCK_FILE = ".tensorguess.lock"
+
+
+@contextmanager
+def folder_lock(folder: Path, activity: str) -> Iterator[None]:
+    """Hold `folder/.tensorguess.lock` while `activity` runs; refuse if another process holds it.
+
+    An `flock` dies with its process, however that ends, so a crashed or killed run never
+    leaves the folder locked (only the file, reused by the next run). The holder writes its
+    process id in the file for the message, and removes the file when it is done.
+    """
+    path = Path(folder) / LOCK_FILE
+    while True:
+        try:
+            stream = open(path, "a+", encoding="ascii")
+        except OSError as error:
+            raise TensorguessError(f"{folder}: cannot write there ({error.strerror})") from None
+        try:
+            fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            stream.seek(0)
+            holder = stream.read(20).strip() or "unknown"
+            stream.close()
+            if error.errno in (errno.EAGAIN, errno.EACCES):
+                raise TensorguessError(
+                    f"{folder}: another {activity} is running on this folder (process "
+                    f"{holder}); wait for it to finish"
+                ) from None
+            yield  # a file system without locks (some network mounts): run unguarded
+            return
+        if _same_file(stream, path):
+            break
+        stream.close()  # its holder removed it between our open and our lock: take the new one
+    with stream:
+        stream.truncate(0)
+        stream.write(f"{os.getpid()}\n")
+        stream.flush()
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)  # still locked: nobody else can hold this file now
+
+
+def _same_file(stream: IO[str], path: Path) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(stream.fileno()).st_ino
+    except FileNotFoundError:
+        return False
+
+
+Parameters = ParamSpec("Parameters")
+Result = TypeVar("Result")
+
+
+def holding_train_lock(function: Callable[Parameters, Result]) -> Callable[Parameters, Result]:
+    """Run `function(tf_files, ...)` holding TF_FILES/.tensorguess.lock: one train at a time.
+
+    Under the lock, what a killed run left half-written in TF_FILES is tidied first.
+    """
+
+    @functools.wraps(function)
+    def locked(*args: Parameters.args, **kwargs: Parameters.kwargs) -> Result:
+        tf_files = Path(args[0] if args else kwargs["tf_files"])  # type: ignore[arg-type]
+        if not tf_files.is_dir():
+            return function(*args, **kwargs)  # nothing to guard; the scan names the problem
+        with folder_lock(tf_files, "train"):
+            finish_interrupted_writes(tf_files)
+            return function(*args, **kwargs)
+
+    return locked
+
+
+def finish_interrupted_writes(folder: Path) -> None:
+    """Tidy what a killed writer left in `folder`: temporaries go, a folder set aside returns.
+
+    Only safe while holding the folder's lock: nobody else is writing there.
+    """
+    for entry in Path(folder).iterdir():
+        if entry.name.startswith(".old-"):
+            original = entry.with_name(entry.name[len(".old-") :])
+            if not original.exists():
+                os.replace(entry, original)  # killed between the two renames: the old one is whole
+            else:
+                _remove(entry)
+        elif entry.name.startswith(".tmp-"):
+            _remove(entry)
+
+
+def _remove(entry: Path) -> None:
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry, ignore_errors=True)
+    else:
+        entry.unlink(missing_ok=True)

@@ -1,23 +1,65 @@
 """Decoding: any image Pillow reads becomes an RGB square of the backbone's size.
 
 The same rules serve training and prediction, so a photo looks the same to the
-classifier in both: EXIF orientation applied, transparency flattened onto white,
-then a squash to a square (as retrain.py did) with Pillow's antialiased bilinear.
+classifier in both: the first frame of an animation, EXIF orientation applied,
+16-bit samples cut to their top 8 bits, transparency flattened onto white, then a
+squash to the requested size (as retrain.py did) with Pillow's antialiased bilinear.
+
+Whatever a file holds, `load_pixels` either returns pixels or raises `UnreadableImage`
+with a one-line reason: damaged files make Pillow raise IndexError, NotImplementedError,
+struct.error and more, and one exception escaping inside `tf.numpy_function`
+would stop the whole tf.data pipeline.
+
+Memory stays bounded on huge photos: a JPEG is decoded at a reduced DCT scale
+(`draft`, never below the requested size), every other format is shrunk by a whole
+factor (`reduce`) before anything else copies it, and only one image over
+`LARGE_IMAGE_PIXELS` is decoded at a time, however many decoders run in parallel.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
-# Large photos (a 12000x12000 scan) are fine; only Pillow's hard limit, a
-# DecompressionBombError at about 179 megapixels, refuses a file.
-warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-TOO_MANY_PIXELS = "too many pixels (refused as a possible decompression bomb)"
+try:  # HEIC/HEIF photos (iPhones): the opener registers itself with Pillow.
+    from pillow_heif import register_heif_opener
+except ImportError:  # pragma: no cover  (a dependency; only a broken install lacks it)
+    register_heif_opener = None
+if register_heif_opener is not None:
+    register_heif_opener()
+
+# The decompression-bomb guard. Pillow's own check runs on the size a file declares,
+# before a JPEG's draft could shrink it, so a 400-megapixel JPEG that decodes at 1/8
+# scale in 25 MB would be refused. We turn Pillow's check off and apply the same hard
+# limit Pillow uses (twice its warning threshold, about 179 megapixels: 0.7 GB decoded
+# at Pillow's 4 bytes a pixel) to the size that will really be decoded, after the draft.
+MAX_PIXELS = 2 * 89_478_485
+Image.MAX_IMAGE_PIXELS = None
+# Pillow warns about damaged metadata ("Corrupt EXIF data") in files it still decodes;
+# among a thousand photos those lines would bury the real messages.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+# Above this, an image is decoded alone (see the module docstring).
+LARGE_IMAGE_PIXELS = 50_000_000
+_LARGE_DECODE = threading.Lock()
+
+# EXIF orientation -> the transpose that makes the photo upright (ImageOps.exif_transpose's).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_SWAPS_AXES = {5, 6, 7, 8}
+NOT_AN_IMAGE = "not an image Pillow can read"
 
 
 class UnreadableImage(Exception):
@@ -30,11 +72,9 @@ def image_problem(path: Path) -> str | None:
         with Image.open(path):
             return None
     except UnidentifiedImageError:
-        return "not an image Pillow can read"
-    except Image.DecompressionBombError:
-        return TOO_MANY_PIXELS
-    except (OSError, ValueError, SyntaxError) as error:
-        return f"cannot open ({error})"
+        return _unidentified(path)
+    except Exception as error:  # noqa: BLE001  (any failure of a damaged file is a reason)
+        return f"cannot open: {_one_line(error)}"
 
 
 Size = int | tuple[int, int]
@@ -45,36 +85,106 @@ def _height_width(size: Size) -> tuple[int, int]:
 
 
 def load_pixels(path: Path | str, size: Size) -> np.ndarray:
-    """Decode `path` into uint8 RGB pixels of shape [height, width, 3] (`size` or (h, w))."""
+    """Decode `path` into uint8 RGB pixels of shape [height, width, 3] (`size` or (h, w)).
+
+    Raises `UnreadableImage` and nothing else, whatever the file holds.
+    """
     height, width = _height_width(size)
     try:
         with Image.open(path) as image:
-            # Decode a large JPEG at a reduced DCT scale (never below `size`): much faster.
-            image.draft("RGB", (max(height, width),) * 2)  # orientation may swap axes
-            image = ImageOps.exif_transpose(image)
-            image = _to_rgb(image)
-            image = image.resize((width, height), Image.Resampling.BILINEAR)
-            return np.asarray(image, dtype=np.uint8)
+            return _decode(image, height, width)
+    except UnreadableImage:
+        raise
     except FileNotFoundError:
         raise UnreadableImage("file not found") from None
     except UnidentifiedImageError:
-        raise UnreadableImage("not an image Pillow can read") from None
-    except Image.DecompressionBombError:
-        raise UnreadableImage(TOO_MANY_PIXELS) from None
-    except (OSError, ValueError, SyntaxError) as error:
-        raise UnreadableImage(f"cannot decode ({error})") from None
+        raise UnreadableImage(_unidentified(path)) from None
+    except MemoryError:
+        raise UnreadableImage("not enough memory to decode it") from None
+    except Exception as error:  # noqa: BLE001  (see the module docstring)
+        raise UnreadableImage(f"cannot decode: {_one_line(error)}") from None
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+def _decode(image: Image.Image, height: int, width: int) -> np.ndarray:
+    # Orientations 5-8 swap the axes, so the draft must keep both sides above the target.
+    image.draft("RGB", (max(height, width),) * 2)
+    pixels = image.size[0] * image.size[1]
+    if pixels > MAX_PIXELS:
+        raise UnreadableImage(
+            f"{image.size[0]}x{image.size[1]} pixels, over the limit of "
+            f"{MAX_PIXELS / 1e6:.0f} megapixels (refused as a possible decompression bomb)"
+        )
+    if pixels > LARGE_IMAGE_PIXELS:
+        with _LARGE_DECODE:
+            image.load()
+            return _to_pixels(image, height, width)
+    image.load()
+    return _to_pixels(image, height, width)
+
+
+def _to_pixels(image: Image.Image, height: int, width: int) -> np.ndarray:
+    orientation = _orientation(image)
+    image = _reducible(image)
+    # The target size as the file stores the photo, before it is turned upright.
+    stored_width, stored_height = (height, width) if orientation in _SWAPS_AXES else (width, height)
+    factor = min(image.size[0] // stored_width, image.size[1] // stored_height)
+    if factor >= 2:
+        image = image.reduce(factor)
+    if orientation in _UPRIGHT:
+        image = image.transpose(_UPRIGHT[orientation])
+    image = _flatten(image)
+    image = image.resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        return int(image.getexif().get(ExifTags.Base.Orientation, 1))
+    except Exception:  # noqa: BLE001  (damaged EXIF: the pixels are still worth using)
+        return 1
+
+
+def _reducible(image: Image.Image) -> Image.Image:
+    """The image in L, LA, RGB or RGBA: modes `reduce` and the flattening handle."""
+    mode = image.mode
+    if mode in ("L", "LA", "RGB", "RGBA"):
+        return image
+    if mode.startswith("I;16") or mode == "I":
+        # 16-bit greyscale: keep the top 8 bits rather than clipping at 255.
+        wide = np.clip(np.asarray(image), 0, 65535).astype(np.uint16) >> 8
+        return Image.fromarray(wide.astype(np.uint8), "L")
+    if "A" in mode or "a" in mode or "transparency" in image.info:
+        return image.convert("RGBA")
+    if mode == "1":
+        return image.convert("L")
+    return image.convert("RGB")
+
+
+def _flatten(image: Image.Image) -> Image.Image:
+    """RGB, with any transparency composited onto white."""
+    if image.mode in ("RGBA", "LA"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    if image.mode == "I;16" or image.mode.startswith("I;16"):
-        # 16-bit greyscale: keep the top 8 bits rather than clipping at 255.
-        wide = np.asarray(image, dtype=np.uint16) >> 8
-        return Image.fromarray(wide.astype(np.uint8)).convert("RGB")
-    return image.convert("RGB")
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def _unidentified(path: Path | str) -> str:
+    try:
+        if os.path.getsize(path) == 0:
+            return "empty file"
+    except OSError:
+        pass
+    return NOT_AN_IMAGE
+
+
+def _one_line(error: BaseException) -> str:
+    """An exception as a short single line: a corrupt file can put anything in a message."""
+    text = " ".join(str(error).split())
+    # Pillow's own complaints read well alone; anything else needs its type to make sense.
+    if not isinstance(error, OSError | ValueError | SyntaxError) or not text:
+        text = f"{type(error).__name__}: {text}".rstrip(": ")
+    return text[:200]
 
 
 def pixel_batches(paths: Sequence[Path | str], size: Size, batch_size: int):

@@ -114,10 +114,27 @@ def read_graph(path: Path):
     except (DecodeError, RuntimeWarning, ValueError):
         graph_def.Clear()
     if not graph_def.node:
+        if _is_saved_model(data):
+            raise TensorguessError(
+                f"{path}: a SavedModel's saved_model.pb, not a frozen graph; give "
+                "retrained_graph.pb (written by train.sh beside saved_model/) with --graph"
+            )
         raise TensorguessError(
             f"{path}: not a TensorFlow graph (truncated or corrupt?); train again with train.sh"
         )
     return graph_def
+
+
+def _is_saved_model(data: bytes) -> bool:
+    from google.protobuf.message import DecodeError
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved_model = saved_model_pb2.SavedModel()
+    try:
+        saved_model.ParseFromString(data)
+    except (DecodeError, RuntimeWarning, ValueError):
+        return False
+    return any(meta_graph.graph_def.node for meta_graph in saved_model.meta_graphs)
 
 
 def read_labels(path: Path) -> list[str]:
@@ -147,7 +164,10 @@ class Classifier:
         self.graph_path, self.labels_path = Path(graph_path), Path(labels_path)
         graph_def = read_graph(self.graph_path)
         self.labels = read_labels(self.labels_path)
-        self.layout = detect_layout(graph_def, overrides)
+        try:
+            self.layout = detect_layout(graph_def, overrides)
+        except TensorguessError as error:
+            raise TensorguessError(f"{graph_path}: {error}") from None
 
         def import_graph():
             tf.compat.v1.import_graph_def(graph_def, name="")
@@ -217,7 +237,7 @@ class Classifier:
                 continue
             try:
                 yield Prediction(Path(path), self._scores(data)[0])
-            except tf.errors.InvalidArgumentError as error:
+            except tf.errors.OpError as error:  # the graph's own decoder refused the bytes
                 reason = str(error).strip().splitlines()[0]
                 yield Prediction(Path(path), None, f"the model cannot decode it ({reason})")
 
