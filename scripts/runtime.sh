@@ -173,7 +173,7 @@ tensorguess_positional_kind() {
 # tensorguess_option_kind OPTION: set REPLY to the kind of the option's value.
 tensorguess_option_kind() {
   case "$1" in
-    --bottleneck_dir) REPLY=output ;;
+    --bottleneck_dir | --summaries_dir) REPLY=output ;;
     --graph | --labels) REPLY='file' ;;
     --backbone) REPLY=backbone ;;
     *) REPLY=none ;;
@@ -183,7 +183,8 @@ tensorguess_option_kind() {
 # tensorguess_is_switch OPTION: succeed for the options that take no value.
 tensorguess_is_switch() {
   case "$1" in
-    --json | --debug | --help | -h) return 0 ;;
+    --json | --debug | --help | -h | --move | --no_report) return 0 ;;
+    --fine_tune | --no-fine_tune | --flip_left_right | --no-flip_left_right) return 0 ;;
     *) return 1 ;;
   esac
 }
@@ -279,8 +280,12 @@ tensorguess_asks_help() {
 # tensorguess_docker_arguments COMMAND ARGS...: set TENSORGUESS_DOCKER_ARGUMENTS to ARGS with
 # every path made absolute, and TENSORGUESS_MOUNT_FOLDERS/_MODES to what must be mounted.
 tensorguess_docker_arguments() {
-  local command=$1 word name position=0 options_done=0
+  local command=$1 word name position=0 options_done=0 moving=0
   shift
+  # sort --move deletes sources once copied: SRC is then mounted read-write.
+  for word in "$@"; do
+    if [ "$word" = --move ]; then moving=1; fi
+  done
   TENSORGUESS_DOCKER_ARGUMENTS=()
   TENSORGUESS_MOUNT_FOLDERS=()
   TENSORGUESS_MOUNT_MODES=()
@@ -309,6 +314,9 @@ tensorguess_docker_arguments() {
       fi
     else
       tensorguess_positional_kind "$command" "$position"
+      if [ "$moving" = 1 ] && [ "$command:$REPLY" = sort:input ]; then
+        REPLY=folder
+      fi
       position=$((position + 1))
       tensorguess_docker_value "$REPLY" "$word"
       word=$REPLY

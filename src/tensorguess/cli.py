@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tensorguess import __version__
 from tensorguess.errors import TensorguessError
+from tensorguess.files import printable
 
 EXIT_PROBLEM = 1  # a problem with the input, named in one line
 EXIT_USAGE = 2  # argparse's code for a bad command line
@@ -20,10 +21,12 @@ EXIT_INTERRUPTED = 130
 
 EPILOG_TRAIN = """example:
   tensorguess train ./tf_files          # photos in ./tf_files/data/<label>/
-  tensorguess train ./tf_files --hidden_units 256 --dropout 0.3
+  tensorguess train ./tf_files --preset fast
+  tensorguess train ./tf_files --preset best --summaries_dir /tmp/tensorboard
 
 writes into TF_FILES: retrained_graph.pb, retrained_labels.txt, saved_model/,
-tensorguess.json, and the feature cache bottlenecks/ (safe to delete)."""
+tensorguess.json, report.html (with training_curves.png and confusion_matrix.png), and
+the feature cache bottlenecks/ (safe to delete). Measured presets: docs/accuracy.md."""
 
 EPILOG_GUESS = """example:
   tensorguess guess ./tf_files photo.jpg
@@ -33,10 +36,25 @@ EPILOG_GUESS = """example:
 old graphs (retrain.py, TensorFlow for Poets) work too; label_image.py's flags
 override what is detected."""
 
+EPILOG_EVALUATE = """example (superheroes' 25 test photos, filed by label):
+  tensorguess evaluate ./tf_files ~/checked_photos --report ~/checked.html
+  Accuracy = 100.0% (N=25)
+  label        precision  recall     F1  photos
+  darth_vader      1.000   1.000  1.000       9
+  elsa             1.000   1.000  1.000      16
+  Confusion matrix (rows: true label, columns: guessed label, in the order above):
+        9     0  darth_vader
+        0    16  elsa
+
+LABELLED_DIR holds one folder per label, named as in retrained_labels.txt. Misclassified
+photos are listed after the table, with the guessed label's score and the true one's."""
+
 EPILOG_SORT = """example:
   tensorguess sort ./tf_files ~/unsorted ~/sorted
 copies ~/unsorted/IMG_0001.jpg to ~/sorted/elsa-0.99636.jpg (never overwriting:
-a taken name gets -1, -2, ...) and writes ~/sorted/manifest.csv. SRC is only read."""
+a taken name gets -1, -2, ...) and writes ~/sorted/manifest.csv. SRC is only read
+(unless --move). Run it again after new photos arrive, or after an interrupted run:
+what the manifest lists is not sorted twice."""
 
 
 def _import_tensorflow_quietly() -> None:
@@ -73,6 +91,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _score(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `tensorguess` and its subcommands."""
     parser = argparse.ArgumentParser(
@@ -94,10 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("tf_files", type=Path, metavar="TF_FILES")
     train.add_argument(
+        "--preset",
+        choices=list(PRESET_HELP),
+        default="balanced",
+        help="; ".join(f"{name}: {text}" for name, text in PRESET_HELP.items())
+        + ". Any flag below overrides its preset's value.",
+    )
+    train.add_argument(
         "--backbone",
-        default="efficientnet_lite0",
-        help="efficientnet_lite0 (default), efficientnet_lite2, "
-        "or hub:<handle-or-SavedModel-folder>",
+        help="efficientnet_lite0, efficientnet_lite2, or hub:<handle-or-SavedModel-folder> "
+        f"({_preset_default('backbone')})",
     )
     train.add_argument(
         "--image_size",
@@ -119,22 +150,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--bottleneck_dir", type=Path, help="feature cache folder (default TF_FILES/bottlenecks)"
     )
+    _add_training_flags(train)
     train.add_argument(
-        "--hidden_units",
-        type=int,
-        default=0,
-        help="add a hidden layer of this width (default 0: softmax only)",
+        "--summaries_dir",
+        type=Path,
+        help="write TensorBoard summaries (cross entropy, accuracy per epoch) here",
     )
-    train.add_argument("--dropout", type=float, default=0.0, help="dropout rate (default 0)")
-    train.add_argument("--learning_rate", type=float, default=0.001, help="default 0.001")
     train.add_argument(
-        "--epochs",
-        type=_positive_int,
-        default=200,
-        help="most epochs; training stops early on validation (default 200)",
+        "--no_report",
+        action="store_true",
+        help="skip report.html and its PNG figures (saves a few seconds; a report from an "
+        "earlier run is left as it was)",
     )
-    train.add_argument("--batch_size", type=_positive_int, default=64, help="default 64")
-    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     train.add_argument("--json", action="store_true", help="print a JSON summary at the end")
 
     guess = commands.add_parser(
@@ -161,8 +188,38 @@ def build_parser() -> argparse.ArgumentParser:
     sort.add_argument("source", type=Path, metavar="SRC")
     sort.add_argument("destination", type=Path, metavar="DEST")
     sort.add_argument("--batch_size", type=_positive_int, default=64, help="default 64")
+    sort.add_argument(
+        "--move",
+        action="store_true",
+        help="delete each source once its copy in DEST is verified (size and SHA-256)",
+    )
+    sort.add_argument(
+        "--min_score",
+        type=_score,
+        default=0.0,
+        help="name images whose best score is under this unsure-<label>-<score>.<ext> "
+        "(0-1, default 0)",
+    )
     sort.add_argument("--json", action="store_true", help="print a JSON summary at the end")
     _add_model_flags(sort)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="measure a classifier on labelled photos",
+        description="Score every photo of LABELLED_DIR/<label>/ (laid out like TF_FILES/data) "
+        "and print the accuracy, precision, recall and F1 per label, the confusion matrix and "
+        "the misclassified photos with their scores.",
+        epilog=EPILOG_EVALUATE,
+        formatter_class=formatter,
+    )
+    evaluate.add_argument("tf_files", type=Path, metavar="TF_FILES")
+    evaluate.add_argument("labelled_dir", type=Path, metavar="LABELLED_DIR")
+    evaluate.add_argument(
+        "--report", type=Path, help="also write this HTML page (figures and thumbnails inside)"
+    )
+    evaluate.add_argument("--batch_size", type=_positive_int, default=64, help="default 64")
+    evaluate.add_argument("--json", action="store_true", help="print JSON instead of lines")
+    _add_model_flags(evaluate)
 
     sample = commands.add_parser(
         "sample-data",
@@ -175,9 +232,117 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--per_label", type=_positive_int, default=60, help="default 60")
     sample.add_argument("--seed", type=int, default=0, help="default 0")
 
-    for command in (train, guess, sort, sample):
+    for command in (train, guess, sort, evaluate, sample):
         command.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
+
+
+PRESET_HELP = {
+    "fast": "a softmax on the frozen backbone's cached features: seconds once the cache is "
+    "warm, as retrain.py",
+    "balanced": "the default; then fine-tunes the backbone's top blocks, which cannot use the "
+    "feature cache: minutes per epoch on a CPU even with a warm cache, and a few points more "
+    "accurate",
+    "best": "fine-tunes more blocks for more epochs: about three times as long as balanced",
+}
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and under 1, got {value}")
+    return value
+
+
+def _percent(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 100, got {value}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _preset_default(name: str, text: str = "") -> str:
+    """`text` and how the presets set option `name`, for --help."""
+    from tensorguess.presets import DEFAULT_PRESET, PRESETS, preset_options
+
+    values = {preset: getattr(preset_options(preset), name) for preset in PRESETS}
+    if len(set(values.values())) == 1:
+        default = f"default {values[DEFAULT_PRESET]}"
+    else:
+        default = "preset " + ", ".join(f"{preset}: {value}" for preset, value in values.items())
+    return f"{text} ({default})" if text else default
+
+
+def _add_training_flags(train: argparse.ArgumentParser) -> None:
+    """The options the presets set; each flag given overrides its preset's value."""
+    head = train.add_argument_group("the classifier head (trained on cached features)")
+    flags = [
+        ("hidden_units", _count, "add a hidden layer this wide, 0 for softmax only"),
+        ("dropout", _fraction, "dropout rate"),
+        ("label_smoothing", _fraction, "spread this share of each target over the others"),
+        ("learning_rate", float, "Adam's learning rate"),
+        ("epochs", _positive_int, "most epochs; training stops early on validation"),
+        ("batch_size", _positive_int, "photos per step"),
+        ("seed", int, "random seed"),
+    ]
+    for name, kind, text in flags:
+        head.add_argument(f"--{name}", type=kind, help=_preset_default(name, text))
+    head.add_argument(
+        "--class_weights",
+        choices=["none", "balanced"],
+        help=_preset_default(
+            "class_weights", "balanced: weigh each label inversely to its number of photos"
+        ),
+    )
+    head.add_argument(
+        "--learning_rate_schedule",
+        choices=["constant", "cosine"],
+        help=_preset_default("learning_rate_schedule", "cosine: decay to 0 over --epochs"),
+    )
+
+    distort = train.add_argument_group(
+        "distortions (retrain.py's, off unless set): the head learns from distorted views of "
+        "each training photo, computed once and cached; fine-tuning distorts every step"
+    )
+    distort.add_argument(
+        "--flip_left_right",
+        action=argparse.BooleanOptionalAction,
+        help=_preset_default("flip_left_right", "mirror half of the photos"),
+    )
+    for name, text in (
+        ("random_crop", "margin cropped off, percent"),
+        ("random_scale", "most enlargement, percent"),
+        ("random_brightness", "most brightening or darkening, percent"),
+    ):
+        distort.add_argument(f"--{name}", type=_percent, help=_preset_default(name, text))
+    distort.add_argument(
+        "--distorted_views",
+        type=_count,
+        help=_preset_default("distorted_views", "cached views per photo, 0 for none"),
+    )
+
+    tune = train.add_argument_group(
+        "fine-tuning: it cannot use the feature cache, so every epoch runs the backbone on "
+        "every training photo (minutes per epoch on a CPU); efficientnet_lite backbones only"
+    )
+    tune.add_argument(
+        "--fine_tune",
+        action=argparse.BooleanOptionalAction,
+        help=_preset_default("fine_tune", "fine-tune the backbone's top blocks with the head"),
+    )
+    for name, kind, text in (
+        ("fine_tune_blocks", _positive_int, "how many top blocks to train"),
+        ("fine_tune_epochs", _positive_int, "fine-tuning epochs"),
+        ("fine_tune_learning_rate", float, "fine-tuning's learning rate"),
+    ):
+        tune.add_argument(f"--{name}", type=kind, help=_preset_default(name, text))
 
 
 def _add_model_flags(command: argparse.ArgumentParser) -> None:
@@ -215,21 +380,19 @@ def _say(text: str) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """`tensorguess train`."""
-    from tensorguess.pipeline import TrainingOptions, train_classifier
+    from dataclasses import fields
 
-    options = TrainingOptions(
-        backbone=args.backbone,
-        image_size=args.image_size,
-        validation_percentage=args.validation_percentage,
-        testing_percentage=args.testing_percentage,
-        bottleneck_dir=args.bottleneck_dir,
-        hidden_units=args.hidden_units,
-        dropout=args.dropout,
-        learning_rate=args.learning_rate,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        seed=args.seed,
-    )
+    from tensorguess.pipeline import TrainingOptions, train_classifier
+    from tensorguess.presets import preset_options
+
+    given = {
+        field.name: getattr(args, field.name)
+        for field in fields(TrainingOptions)
+        if getattr(args, field.name, None) is not None
+    }
+    if args.no_report:
+        given["report"] = False
+    options = preset_options(args.preset, **given)
     # With --json, standard output holds the JSON alone; the progress lines go to stderr.
     report = _say if args.json else print
     summary = train_classifier(args.tf_files, options, report)
@@ -244,7 +407,7 @@ def _print_skipped(skipped: list, report) -> None:
     if skipped:
         report(f"Skipped {len(skipped)} files:")
         for path, reason in skipped:
-            report(f"  {path}: {reason}")
+            report(f"  {printable(path)}: {reason}")
 
 
 def run_guess(args: argparse.Namespace) -> int:
@@ -279,13 +442,26 @@ def run_sort(args: argparse.Namespace) -> int:
     from tensorguess.sort import sort_folder
 
     classifier = _classifier(args)
-    report = sort_folder(classifier, args.source, args.destination, args.batch_size)
+    report = sort_folder(
+        classifier,
+        args.source,
+        args.destination,
+        args.batch_size,
+        move=args.move,
+        min_score=args.min_score,
+    )
     counts: dict[str, int] = {}
     for _, _, label, _ in report.copied:
         counts[label] = counts.get(label, 0) + 1
     say = _say if args.json else print
     by_label = ", ".join(f"{label} {count}" for label, count in sorted(counts.items()))
     say(f"Sorted {len(report.copied)} images into {args.destination} ({by_label or 'none'})")
+    if report.unsure:
+        say(f"Unsure (best score under {args.min_score}): {report.unsure}, named unsure-*")
+    if report.already_sorted:
+        say(f"Already sorted by an earlier run: {len(report.already_sorted)}")
+    if args.move:
+        say(f"Removed from {args.source} after verifying their copies: {report.moved}")
     say(f"Manifest: {report.manifest}")
     _print_skipped([(str(path), reason) for path, reason in report.skipped], say)
     if args.json:
@@ -297,11 +473,40 @@ def run_sort(args: argparse.Namespace) -> int:
                         for s, d, label, score in report.copied
                     ],
                     "skipped": [{"path": str(p), "reason": r} for p, r in report.skipped],
+                    "already_sorted": [
+                        {"source": str(s), "destination": str(d)} for s, d in report.already_sorted
+                    ],
                     "manifest": str(report.manifest),
                 },
                 indent=2,
             )
         )
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """`tensorguess evaluate`."""
+    from tensorguess.evaluate import evaluate_folder, summary_lines
+
+    classifier = _classifier(args)
+    evaluation = evaluate_folder(classifier, args.labelled_dir, args.batch_size)
+    say = _say if args.json else print
+    for line in summary_lines(evaluation):
+        say(line)
+    if evaluation.count:
+        say("Confusion matrix (rows: true label, columns: guessed label, in the order above):")
+        for label, row in zip(evaluation.labels, evaluation.confusion, strict=True):
+            say(f"  {' '.join(f'{count:5d}' for count in row)}  {label}")
+    if args.report:
+        from tensorguess.report import write_report
+
+        facts = [("model", str(classifier.graph_path)), ("photos", str(args.labelled_dir))]
+        title = f"tensorguess: {args.labelled_dir.resolve().name}"
+        write_report(args.report, title, facts, evaluation, save_figures=False)
+        say(f"Report: {args.report}")
+    _print_skipped(evaluation.skipped, say)
+    if args.json:
+        print(json.dumps(asdict(evaluation), indent=2))
     return 0
 
 
@@ -317,11 +522,12 @@ def run_sample_data(args: argparse.Namespace) -> int:
     return 0
 
 
-NEEDS_TENSORFLOW = {"train", "guess", "sort"}
+NEEDS_TENSORFLOW = {"train", "guess", "sort", "evaluate"}
 COMMANDS = {
     "train": run_train,
     "guess": run_guess,
     "sort": run_sort,
+    "evaluate": run_evaluate,
     "sample-data": run_sample_data,
 }
 
@@ -339,7 +545,10 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"tensorguess: error: {error}")
         return EXIT_PROBLEM
     except KeyboardInterrupt:
-        _say("tensorguess: interrupted; the previous model and the cache are intact")
+        if args.command == "sort":
+            _say("tensorguess: interrupted; run it again to finish (nothing is sorted twice)")
+        else:
+            _say("tensorguess: interrupted; the previous model and the cache are intact")
         return EXIT_INTERRUPTED
     except Exception as error:  # noqa: BLE001  (the user gets one line; --debug shows the rest)
         if args.debug:

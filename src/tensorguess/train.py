@@ -1,4 +1,8 @@
-"""Training the head on cached features: softmax (optional hidden layer), early stopping."""
+"""Training the head on cached features: softmax (optional hidden layer), early stopping.
+
+Label smoothing, per-label weights and a learning-rate schedule are options; each epoch may
+show a photo as one of its cached distorted views (augment.py) instead of itself.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,10 @@ class HeadOptions:
 
     hidden_units: int = 0
     dropout: float = 0.0
+    label_smoothing: float = 0.0
+    balance_labels: bool = False
     learning_rate: float = 0.001
+    schedule: str = "constant"
     epochs: int = 200
     batch_size: int = 64
     patience: int = 20
@@ -29,10 +36,11 @@ MIN_IMPROVEMENT = 1e-4
 
 @dataclass
 class SplitData:
-    """Features and integer labels of one split."""
+    """Features and integer labels of one split; `views` [V, N, D] are distorted copies."""
 
     features: np.ndarray
     labels: np.ndarray
+    views: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -40,13 +48,17 @@ class SplitData:
 
 @dataclass
 class TrainedHead:
-    """The trained layers as numpy arrays, in order: [(kernel, bias), ...], ReLU between."""
+    """The trained layers as numpy arrays, in order: [(kernel, bias), ...], ReLU between.
+
+    `test_scores` [N, labels] are the softmax scores of the test photos, for the evaluation.
+    """
 
     layers: list[tuple[np.ndarray, np.ndarray]]
     test_accuracy: float | None
     test_count: int
     epochs_run: int
     history: dict[str, list[float]] = field(default_factory=dict)
+    test_scores: np.ndarray | None = None
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """Softmax scores for a batch of features (numpy; for evaluation and tests)."""
@@ -81,7 +93,7 @@ def train_head(
     options: HeadOptions,
     report: Callable[[str], None] = print,
 ) -> TrainedHead:
-    """Train on `train`, stop early on `validation`, then measure accuracy on `test`.
+    """Train on `train`, stop early on `validation`, then score `test`.
 
     A plain loop of compiled steps rather than `Model.fit`: on a few hundred cached
     feature vectors, fit's per-epoch overhead was 30 times the arithmetic.
@@ -90,14 +102,18 @@ def train_head(
 
     keras.utils.set_random_seed(options.seed)
     model = build_head(train.features.shape[1], num_classes, options)
-    optimizer = keras.optimizers.Adam(options.learning_rate)
-    loss_function = keras.losses.SparseCategoricalCrossentropy()
+    steps_per_epoch = -(-len(train) // options.batch_size)
+    optimizer = keras.optimizers.Adam(learning_rate(options, steps_per_epoch))
+    # One-hot targets: Keras' sparse loss has no label smoothing.
+    loss_function = keras.losses.CategoricalCrossentropy(label_smoothing=options.label_smoothing)
+    weights = label_weights(train.labels, num_classes, options.balance_labels)
 
     @tf.function(reduce_retracing=True)
     def step(features, labels):
+        targets = tf.one_hot(labels, num_classes)
         with tf.GradientTape() as tape:
             scores = model(features, training=True)
-            loss = loss_function(labels, scores)
+            loss = loss_function(targets, scores, sample_weight=tf.gather(weights, labels))
         gradients = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
         return loss, scores
@@ -105,7 +121,7 @@ def train_head(
     @tf.function(reduce_retracing=True)
     def evaluate(features, labels):
         scores = model(features, training=False)
-        return loss_function(labels, scores), scores
+        return loss_function(tf.one_hot(labels, num_classes), scores), scores
 
     has_validation = len(validation) > 0
     monitored = validation if has_validation else train
@@ -117,10 +133,11 @@ def train_head(
     epoch = 0
     for epoch in range(1, options.epochs + 1):
         order = rng.permutation(len(train))
+        features = epoch_features(train, rng)
         total_loss = correct = 0.0
         for start in range(0, len(order), options.batch_size):
             rows = order[start : start + options.batch_size]
-            loss, scores = step(train.features[rows], train.labels[rows])
+            loss, scores = step(features[rows], train.labels[rows])
             total_loss += float(loss) * len(rows)
             correct += int((np.argmax(scores, axis=1) == train.labels[rows]).sum())
         history["loss"].append(total_loss / len(train))
@@ -149,12 +166,41 @@ def train_head(
         epochs_run=epoch,
         history=history,
     )
+    head.test_scores = head.probabilities(test.features)
     if len(test):
-        head.test_accuracy = _accuracy(head.probabilities(test.features), test.labels)
-        report(f"Final test accuracy = {100 * head.test_accuracy:.1f}% (N={len(test)})")
-    else:
-        report("Final test accuracy = n/a (N=0: no test images; lower --testing_percentage?)")
+        head.test_accuracy = _accuracy(head.test_scores, test.labels)
     return head
+
+
+def learning_rate(options: HeadOptions, steps_per_epoch: int):
+    """The optimizer's learning rate: constant, or a cosine decay to zero over `epochs`."""
+    if options.schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(
+            options.learning_rate, decay_steps=options.epochs * steps_per_epoch
+        )
+    return options.learning_rate
+
+
+def label_weights(labels: np.ndarray, num_classes: int, balance: bool) -> np.ndarray:
+    """Per-label loss weights: 1, or inversely proportional to the label's share when balancing."""
+    if not balance:
+        return np.ones(num_classes, np.float32)
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float32)
+    # A label with no training photo gets weight 0; training refuses that case earlier anyway.
+    return np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0).astype(
+        np.float32
+    )
+
+
+def epoch_features(train: SplitData, rng: np.random.Generator) -> np.ndarray:
+    """This epoch's training features: each photo as itself or one of its distorted views."""
+    if train.views is None or not len(train.views):
+        return train.features
+    choice = rng.integers(0, len(train.views) + 1, size=len(train))
+    features = train.features.copy()
+    (distorted,) = np.nonzero(choice)
+    features[distorted] = train.views[choice[distorted] - 1, distorted]
+    return features
 
 
 def _accuracy(scores, labels: np.ndarray) -> float:

@@ -1,0 +1,208 @@
+"""Fine-tuning: the top blocks of an embedded backbone trained together with the head.
+
+Fine-tuning changes the features themselves, so the feature cache cannot serve it: every
+epoch decodes every training photo, distorts it afresh and runs the whole backbone on it,
+which takes about as long per epoch as computing the features of a cold cache. It starts
+from the head trained on cached features, and keeps the weights of its best validation epoch
+(the starting point included), so it never ends worse on validation than it began. The
+backbone's own model is changed in place, so the export freezes the fine-tuned weights into
+the same graph as always.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from tensorguess.augment import Distortions, distort
+from tensorguess.backbones import Backbone
+from tensorguess.errors import TensorguessError
+from tensorguess.images import pixel_batches
+from tensorguess.train import (
+    MIN_IMPROVEMENT,
+    HeadOptions,
+    TrainedHead,
+    build_head,
+    label_weights,
+)
+
+
+@dataclass(frozen=True)
+class FineTuneOptions:
+    """How the top of the backbone is fine-tuned."""
+
+    blocks: int = 2
+    epochs: int = 5
+    learning_rate: float = 1e-4
+    batch_size: int = 32
+    seed: int = 0
+
+
+@dataclass
+class LabelledPaths:
+    """Photos of one split and their integer labels."""
+
+    paths: Sequence[Path]
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def split_backbone(backbone: Backbone, blocks: int) -> tuple[keras.Model, keras.Model]:
+    """(frozen bottom, trainable top): the top is the last `blocks` blocks and the head conv.
+
+    Both share the backbone model's layers, so training the top changes the backbone.
+    """
+    model = getattr(backbone, "model", None)
+    layers = model.layers if isinstance(model, keras.Model) else []
+    indices = sorted(
+        {int(layer.name[5:].split("_")[0]) for layer in layers if layer.name[:5] == "block"}
+    )
+    if not indices:
+        raise TensorguessError(
+            f"--fine_tune works with the efficientnet_lite backbones only, not {backbone.name}"
+        )
+    if not 1 <= blocks < len(indices):
+        raise TensorguessError(
+            f"--fine_tune_blocks must be between 1 and {len(indices) - 1} for this backbone"
+        )
+    last_frozen = indices[-blocks - 1]
+    names = {layer.name for layer in model.layers}
+    cut = f"block{last_frozen}_add"
+    if cut not in names:
+        cut = f"block{last_frozen}_project_conv"
+    boundary = model.get_layer(cut).output
+    return keras.Model(model.input, boundary), keras.Model(boundary, model.output)
+
+
+def fine_tune(
+    backbone: Backbone,
+    head: TrainedHead,
+    head_options: HeadOptions,
+    train: LabelledPaths,
+    validation: LabelledPaths,
+    test: LabelledPaths,
+    distortions: Distortions,
+    options: FineTuneOptions,
+    report: Callable[[str], None] = print,
+) -> TrainedHead:
+    """Fine-tune the top `options.blocks` blocks and the head; return the new head."""
+    import tensorflow as tf
+
+    bottom, top = split_backbone(backbone, options.blocks)
+    model = backbone.model
+    num_classes = head.layers[-1][1].shape[0]
+    classifier = build_head(backbone.feature_dim, num_classes, head_options)
+    classifier.set_weights([array for layer in head.layers for array in layer])
+    trainable = top.trainable_weights + classifier.trainable_weights
+    steps = options.epochs * -(-len(train) // options.batch_size)
+    optimizer = keras.optimizers.Adam(
+        keras.optimizers.schedules.CosineDecay(options.learning_rate, decay_steps=steps)
+    )
+    loss_function = keras.losses.CategoricalCrossentropy(
+        label_smoothing=head_options.label_smoothing
+    )
+    weights = label_weights(train.labels, num_classes, head_options.balance_labels)
+    size = backbone.image_size
+
+    @tf.function(reduce_retracing=True)
+    def step(pixels, labels, seeds):
+        if distortions.distorts:
+            pixels = distort(pixels, seeds, distortions, size)
+        # The frozen bottom runs outside the tape: no activations kept for it.
+        boundary = bottom(backbone.preprocess(pixels), training=False)
+        with tf.GradientTape() as tape:
+            scores = classifier(top(boundary, training=True), training=True)
+            targets = tf.one_hot(labels, num_classes)
+            loss = loss_function(targets, scores, sample_weight=tf.gather(weights, labels))
+        optimizer.apply_gradients(zip(tape.gradient(loss, trainable), trainable, strict=True))
+        return loss, scores
+
+    @tf.function(reduce_retracing=True)
+    def scores_of(pixels):
+        return classifier(model(backbone.preprocess(pixels), training=False), training=False)
+
+    def measure(split: LabelledPaths) -> tuple[float, float, np.ndarray]:
+        """Cross entropy, accuracy and scores of a split with the current weights."""
+        scores = _predict(scores_of, split.paths, size, options.batch_size, num_classes)
+        if not len(split):
+            return 0.0, 0.0, scores
+        targets = np.eye(num_classes, dtype=np.float32)[split.labels]
+        loss = float(loss_function(targets, scores))
+        return loss, float((scores.argmax(axis=1) == split.labels).mean()), scores
+
+    distorting = f", distorted afresh ({distortions.settings()})" if distortions.distorts else ""
+    report(
+        f"Fine-tuning the top {options.blocks} blocks of {backbone.name} for up to "
+        f"{options.epochs} epochs: the feature cache cannot help here, so each epoch runs "
+        f"the backbone on all {len(train)} training photos{distorting}"
+    )
+    history = {key: [] for key in ("loss", "accuracy", "val_loss", "val_accuracy")}
+    monitored = validation if len(validation) else train
+    best_loss, _, _ = measure(monitored)
+    best_weights = [weight.numpy() for weight in trainable]
+    rng = np.random.default_rng(options.seed)
+    for epoch in range(1, options.epochs + 1):
+        started = time.monotonic()
+        order = rng.permutation(len(train))
+        paths = [train.paths[i] for i in order]
+        total_loss = correct = 0.0
+        start = 0
+        for pixels, _ in pixel_batches(paths, size, options.batch_size):
+            labels = train.labels[order[start : start + len(pixels)]]
+            seeds = rng.integers(0, 2**31 - 1, size=(len(labels), 2))
+            loss, scores = step(tf.cast(pixels, tf.float32), labels, seeds)
+            total_loss += float(loss) * len(labels)
+            correct += int((np.argmax(scores, axis=1) == labels).sum())
+            start += len(labels)
+        history["loss"].append(total_loss / len(train))
+        history["accuracy"].append(correct / len(train))
+        loss, accuracy, _ = measure(monitored)
+        if len(validation):
+            history["val_loss"].append(loss)
+            history["val_accuracy"].append(accuracy)
+        if loss < best_loss - MIN_IMPROVEMENT:
+            best_loss, best_weights = loss, [weight.numpy() for weight in trainable]
+        line = (
+            f"Fine-tune epoch {epoch}: train accuracy = {100 * history['accuracy'][-1]:.1f}%, "
+            f"cross entropy = {history['loss'][-1]:.3f}"
+        )
+        if len(validation):
+            line += f", validation accuracy = {100 * accuracy:.1f}% (N={len(validation)})"
+        report(f"{line} ({time.monotonic() - started:.0f} s)")
+    for weight, value in zip(trainable, best_weights, strict=True):
+        weight.assign(value)
+
+    layers = [
+        (layer.kernel.numpy(), layer.bias.numpy())
+        for layer in classifier.layers
+        if isinstance(layer, keras.layers.Dense)
+    ]
+    tuned = TrainedHead(
+        layers=layers,
+        test_accuracy=None,
+        test_count=len(test),
+        epochs_run=head.epochs_run,
+        history={**head.history, **{f"fine_tune_{key}": value for key, value in history.items()}},
+    )
+    _, accuracy, tuned.test_scores = measure(test)
+    tuned.test_accuracy = accuracy if len(test) else None
+    return tuned
+
+
+def _predict(
+    scores_of, paths: Sequence[Path], size: int, batch_size: int, num_classes: int
+) -> np.ndarray:
+    import tensorflow as tf
+
+    batches = [
+        scores_of(tf.cast(pixels, tf.float32)).numpy()
+        for pixels, _ in pixel_batches(paths, size, batch_size)
+    ]
+    return np.concatenate(batches) if batches else np.zeros((0, num_classes), np.float32)

@@ -1,0 +1,180 @@
+"""Training options: presets, distortions, smoothing, class weights, fine-tuning, summaries."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import draw_photos, tensorguess, wrapper
+from tensorguess.augment import Distortions, distort, pixel_seeds
+from tensorguess.presets import PRESETS, preset_options
+from tensorguess.train import HeadOptions, SplitData, label_weights, train_head
+from test_predict import label_image_2016
+
+
+def _blobs(counts, spread, seed=0):
+    """Two overlapping Gaussian blobs in 8 dimensions, `counts` points each."""
+    rng = np.random.default_rng(seed)
+    features = np.concatenate(
+        [
+            rng.normal(centre, spread, size=(count, 8))
+            for centre, count in ((0, counts[0]), (1, counts[1]))
+        ]
+    )
+    labels = np.repeat([0, 1], counts)
+    return SplitData(features.astype(np.float32), labels)
+
+
+def _recall(head, split, label):
+    guesses = head.probabilities(split.features).argmax(axis=1)
+    return (guesses[split.labels == label] == label).mean()
+
+
+def test_balanced_class_weights_find_more_of_a_rare_label():
+    train, validation = _blobs((900, 60), 1.2, seed=1), _blobs((300, 20), 1.2, seed=2)
+    test = _blobs((300, 100), 1.2, seed=3)
+    quiet = dict(epochs=40, report_every=1000)
+    plain = train_head(train, validation, test, 2, HeadOptions(**quiet), report=lambda _: None)
+    balanced = train_head(
+        train, validation, test, 2, HeadOptions(balance_labels=True, **quiet), lambda _: None
+    )
+    assert _recall(balanced, test, 1) > _recall(plain, test, 1) + 0.2
+
+
+def test_balanced_weights_give_every_label_the_same_total():
+    labels = np.array([0] * 30 + [1] * 10 + [2] * 5)
+    weights = label_weights(labels, 3, balance=True)
+    totals = [weights[label] * (labels == label).sum() for label in range(3)]
+    np.testing.assert_allclose(totals, totals[0])
+    np.testing.assert_array_equal(label_weights(labels, 3, balance=False), [1, 1, 1])
+
+
+def test_label_smoothing_keeps_scores_off_certainty():
+    data = _blobs((200, 200), 0.05)
+    fast = dict(epochs=100, learning_rate=0.05)
+    confident = train_head(data, data, data, 2, HeadOptions(**fast), report=lambda _: None)
+    smoothed = train_head(
+        data, data, data, 2, HeadOptions(label_smoothing=0.2, **fast), report=lambda _: None
+    )
+    # Smoothing 0.2 over two labels makes 0.9 the best score a photo can be given.
+    assert confident.probabilities(data.features).max() > 0.99
+    assert smoothed.probabilities(data.features).max() < 0.95
+    assert smoothed.test_accuracy == 1.0
+
+
+def test_a_distorted_view_is_reproducible_and_views_differ():
+    rng = np.random.default_rng(0)
+    pixels = tf.constant(rng.uniform(0, 255, size=(2, 64, 64, 3)).astype(np.float32))
+    settings = Distortions(2, flip_left_right=True, random_crop=10, random_scale=20)
+    first = distort(pixels, pixel_seeds(pixels, 1), settings, 64).numpy()
+    again = distort(pixels, pixel_seeds(pixels, 1), settings, 64).numpy()
+    other = distort(pixels, pixel_seeds(pixels, 2), settings, 64).numpy()
+    np.testing.assert_array_equal(first, again)
+    assert np.abs(first - other).mean() > 1
+    assert first.shape == (2, 64, 64, 3) and first.min() >= 0 and first.max() <= 255
+
+
+def test_flip_alone_mirrors_or_keeps_the_photo():
+    rng = np.random.default_rng(1)
+    pixels = tf.constant(rng.uniform(0, 255, size=(16, 32, 32, 3)).astype(np.float32))
+    flip_only = Distortions(variants=1, flip_left_right=True)
+    before = pixels.numpy()
+    after = distort(pixels, pixel_seeds(pixels, 1), flip_only, 32).numpy()
+    mirrored = np.isclose(after, before[:, :, ::-1], atol=1e-3).all(axis=(1, 2, 3))
+    kept = np.isclose(after, before, atol=1e-3).all(axis=(1, 2, 3))
+    assert (mirrored | kept).all() and mirrored.any() and kept.any()
+
+
+def test_presets_and_flags():
+    assert preset_options("balanced") == preset_options()
+    assert preset_options().fine_tune and not preset_options("fast").fine_tune
+    best = preset_options("best", fine_tune_epochs=1)
+    assert best.fine_tune_blocks > preset_options().fine_tune_blocks and best.fine_tune_epochs == 1
+    assert set(PRESETS) == {"fast", "balanced", "best"}
+    help_text = tensorguess("train", "--help").stdout
+    assert "--preset {fast,balanced,best}" in help_text
+    # What makes a preset slow is said where a user chooses it.
+    flat = " ".join(help_text.split())
+    assert "cannot use the feature cache: minutes per epoch on a CPU even with a warm cache" in flat
+
+
+def test_fast_preset_caches_distorted_views_and_writes_tensorboard_summaries(
+    trained_copy, tmp_path
+):
+    summaries = tmp_path / "summaries"
+    flags = "--preset fast --flip_left_right --random_crop 10 --distorted_views 2".split()
+    flags += ["--testing_percentage", "20"]
+    first = wrapper("train.sh", trained_copy, *flags, "--summaries_dir", summaries, "--json")
+    assert "Fine-tun" not in first.stderr
+    computed = re.search(r"^Distorted views: (\d+) computed, 0 from cache", first.stderr, re.M)
+    assert computed and int(computed.group(1)) > 0, first.stderr
+    epochs = json.loads(first.stdout)["epochs_run"]
+    for split in ("train", "validation"):
+        (events,) = (summaries / split).glob("events.out.tfevents.*")
+        steps: dict[str, list[int]] = {}
+        for event in tf.compat.v1.train.summary_iterator(str(events)):
+            for value in event.summary.value:
+                assert value.metadata.plugin_data.plugin_name == "scalars"
+                steps.setdefault(value.tag, []).append(event.step)
+        every_epoch = list(range(1, epochs + 1))
+        assert steps == {"cross_entropy": every_epoch, "accuracy": every_epoch}
+
+    again = wrapper("train.sh", trained_copy, *flags)
+    assert re.search(
+        rf"^Distorted views: 0 computed, {computed.group(1)} from cache", again.stdout, re.M
+    )
+
+
+def test_fine_tune_says_it_is_uncached_and_keeps_the_2016_contract(trained_copy, tmp_path):
+    result = wrapper(
+        "train.sh",
+        trained_copy,
+        "--preset",
+        "fast",
+        "--fine_tune",
+        "--fine_tune_blocks",
+        "1",
+        "--fine_tune_epochs",
+        "1",
+        "--flip_left_right",
+        "--random_brightness",
+        "10",
+        "--distorted_views",
+        "0",
+        "--testing_percentage",
+        "20",
+    )
+    flat = " ".join(result.stdout.split())
+    assert "feature cache cannot help" in flat and "Fine-tune epoch 1:" in flat
+    assert re.search(r"^Final test accuracy = [\d.]+% \(N=\d+\)$", result.stdout, re.M)
+    assert json.loads((trained_copy / "tensorguess.json").read_text())["fine_tuned_blocks"] == 1
+    (photo,) = draw_photos(tmp_path, "square", 1, seed=31)
+    labels, predictions = label_image_2016(
+        trained_copy / "retrained_graph.pb", trained_copy / "retrained_labels.txt", photo
+    )
+    assert predictions.shape == (1, 2) and labels[int(np.argmax(predictions[0]))] == "square"
+
+
+@pytest.mark.parametrize("flag", ["--dropout=1", "--label_smoothing=-0.1", "--random_crop=101"])
+def test_out_of_range_options_are_usage_errors(tmp_path, flag):
+    result = tensorguess("train", tmp_path, flag, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_fine_tune_of_a_hub_backbone_is_refused_before_any_work(tmp_path):
+    from test_hub import _ColourFeatures, _photos
+
+    model_dir = tmp_path / "feature_vector"
+    tf.saved_model.save(_ColourFeatures(), str(model_dir))
+    _photos(tmp_path / "tf_files" / "data" / "red", (220, 30, 30), 4, 1)
+    _photos(tmp_path / "tf_files" / "data" / "blue", (30, 30, 220), 4, 2)
+    result = tensorguess(
+        "train", tmp_path / "tf_files", "--backbone", f"hub:{model_dir}", "--fine_tune", check=False
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "efficientnet_lite backbones only" in result.stderr
+    assert "Features:" not in result.stdout
