@@ -26,10 +26,12 @@ RUN pinned="$(sed -n 's/^tensorflow==//p' constraints.txt)" \
  && PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir -c constraints.txt . \
  && python3 -c 'import importlib.metadata as m, sys; sys.exit(m.version("tensorflow") != sys.argv[1])' "$pinned"
 
-# Convert the embedded backbones now, into a cache every user can read: a container works
-# offline and starts without converting.
-RUN python3 -c "from tensorguess.backbones import backbone_names, get_backbone; [get_backbone(name) for name in backbone_names()]" \
+# Convert the embedded backbones now (and for OpenVINO, the engine of containers without a
+# GPU), into a cache every user can read: a container works offline and starts without
+# converting.
+RUN python3 -c "from tensorguess.backbones import backbone_names, get_backbone; from tensorguess.bottlenecks import features_runner; [features_runner(get_backbone(name), 'openvino') for name in backbone_names()]" \
  && test -n "$(find "$TENSORGUESS_CACHE_DIR" -name '*.npz')" \
+ && test -n "$(find "$TENSORGUESS_CACHE_DIR" -name 'model.xml')" \
  && chmod -R a+rX "$TENSORGUESS_CACHE_DIR"
 
 WORKDIR /tmp

@@ -74,7 +74,7 @@ def test_an_interrupted_export_leaves_the_previous_model_whole(tmp_path, monkeyp
         raise KeyboardInterrupt
 
     if failing == "saved model":
-        monkeypatch.setattr(export.tf.saved_model, "save", interrupted)
+        monkeypatch.setattr(export, "write_saved_model", interrupted)
     else:  # the last file written: everything else is complete by then
         real = export.write_text_atomic
 

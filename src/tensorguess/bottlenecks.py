@@ -10,12 +10,21 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from tensorguess.backbones import Backbone
 from tensorguess.files import file_digest, write_bytes_atomic
+from tensorguess.inference import (
+    cached_runner,
+    engine_precision,
+    freeze_pixels_function,
+    graph_runner,
+    resolved_engine,
+    run_ahead,
+)
 from tensorguess.progress import progress_bar
 
 BATCH_SIZE = 64
@@ -24,8 +33,8 @@ BATCH_SIZE = 64
 class BottleneckCache:
     """Feature vectors on disk, one `.npy` per distinct image content."""
 
-    def __init__(self, root: Path, backbone: Backbone):
-        self.folder = Path(root) / backbone.cache_key
+    def __init__(self, root: Path, backbone: Backbone, engine: str | None = None):
+        self.folder = Path(root) / features_key(backbone, engine)
         self.feature_dim = backbone.feature_dim
 
     def path_for(self, digest: str) -> Path:
@@ -46,7 +55,8 @@ class BottleneckCache:
         """Store one vector atomically."""
         buffer = io.BytesIO()
         np.save(buffer, np.asarray(vector, dtype=np.float32), allow_pickle=False)
-        write_bytes_atomic(self.path_for(digest), buffer.getvalue())
+        # Not fsynced: `get` checks every entry and a damaged one is computed again.
+        write_bytes_atomic(self.path_for(digest), buffer.getvalue(), durable=False)
 
 
 @dataclass
@@ -60,24 +70,65 @@ class Features:
     cached: int = 0
 
 
-def compute_features(
-    backbone: Backbone, paths: Sequence[Path], batch_size: int = BATCH_SIZE, label: str = ""
-):
-    """Yield (indices, vectors [B, D], reasons) for `paths`, batch by batch, in order."""
-    import tensorflow as tf
+def features_key(backbone: Backbone, engine: str | None = None) -> str:
+    """The cache folder name of `backbone`'s features as `engine` computes them.
 
+    TensorFlow and OpenVINO in float32 agree within 1e-5 and share entries; a lower
+    precision (OpenVINO's bfloat16) gets its own, so the two never mix in one training set.
+    """
+    precision = engine_precision(resolved_engine(engine))
+    return backbone.cache_key if precision == "f32" else f"{backbone.cache_key}-{precision}"
+
+
+@lru_cache(maxsize=4)
+def features_runner(backbone: Backbone, engine: str | None = None):
+    """`run(pixels [B, S, S, 3]) -> features [B, D]` on the chosen engine, and that engine.
+
+    Kept per backbone in the process, and converted models on disk: freezing the backbone
+    and converting it costs seconds, paid once per machine.
+    """
+    cache_key = f"features-{backbone.cache_key}"
+    cached = cached_runner(cache_key, engine)
+    if cached is not None:
+        return cached[:2]
+    graph_def, input_name, output_name = freeze_pixels_function(
+        backbone.features, backbone.image_size
+    )
+    size = backbone.image_size
+    return graph_runner(
+        graph_def,
+        input_name,
+        output_name,
+        (size, size, 3),
+        engine,
+        cache_key=cache_key,
+        whole_pixels=True,
+    )
+
+
+def compute_features(
+    backbone: Backbone,
+    paths: Sequence[Path],
+    batch_size: int = BATCH_SIZE,
+    label: str = "",
+    engine: str | None = None,
+):
+    """Yield (indices, vectors [B, D], reasons) for `paths`, batch by batch, in order.
+
+    Decoding threads work ahead, and the backbone runs on the next batch while the caller
+    stores this one.
+    """
     from tensorguess.images import pixel_batches
 
-    @tf.function(reduce_retracing=True)
-    def extract(pixels):
-        return backbone.features(tf.cast(pixels, tf.float32))
-
+    if not paths:
+        return
+    extract, _ = features_runner(backbone, engine)
     start = 0
     with progress_bar(len(paths), label or "Computing features", unit="img") as bar:
-        for pixels, reasons in pixel_batches(paths, backbone.image_size, batch_size):
-            vectors = extract(pixels).numpy()
+        batches = pixel_batches(paths, backbone.image_size, batch_size)
+        for vectors, reasons in run_ahead(extract, batches):
             count = len(vectors)
-            yield range(start, start + count), vectors, [r.decode() for r in reasons.numpy()]
+            yield range(start, start + count), vectors, reasons
             start += count
             bar.update(count)
 
@@ -88,12 +139,13 @@ def cached_features(
     cache_root: Path,
     batch_size: int = BATCH_SIZE,
     digests: Sequence[str | None] | None = None,
+    engine: str | None = None,
 ) -> Features:
     """Features for `paths`, from the cache where present, computed and stored otherwise.
 
     `digests` are the files' SHA-256 when the caller has them already (the scan does).
     """
-    cache = BottleneckCache(cache_root, backbone)
+    cache = BottleneckCache(cache_root, backbone, engine)
     vectors = np.zeros((len(paths), backbone.feature_dim), np.float32)
     ok = np.zeros(len(paths), bool)
     problems: dict[int, str] = {}
@@ -113,7 +165,7 @@ def cached_features(
     todo = [indices[0] for indices in missing.values()]
     computed = 0
     for positions, batch, reasons in compute_features(
-        backbone, [paths[i] for i in todo], batch_size
+        backbone, [paths[i] for i in todo], batch_size, engine=engine
     ):
         for position, vector, reason in zip(positions, batch, reasons, strict=True):
             digest = digests[todo[position]]

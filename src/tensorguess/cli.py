@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 from tensorguess import __version__
 from tensorguess.errors import TensorguessError
 from tensorguess.files import printable
+from tensorguess.inference import ENGINES, import_tensorflow_quietly
 
 EXIT_PROBLEM = 1  # a problem with the input, named in one line
 EXIT_USAGE = 2  # argparse's code for a bad command line
@@ -36,6 +35,10 @@ EPILOG_GUESS = """example:
 old graphs (retrain.py, TensorFlow for Poets) work too; label_image.py's flags
 override what is detected."""
 
+EPILOG_BENCH = """example (about 10 minutes for 500 photos, plus about 2 minutes per 10,000 --many):
+  tensorguess bench ~/photos /tmp/bench --many 20000 --output docs/benchmarks.md
+"""
+
 EPILOG_EVALUATE = """example (superheroes' 25 test photos, filed by label):
   tensorguess evaluate ./tf_files ~/checked_photos --report ~/checked.html
   Accuracy = 100.0% (N=25)
@@ -55,33 +58,6 @@ copies ~/unsorted/IMG_0001.jpg to ~/sorted/elsa-0.99636.jpg (never overwriting:
 a taken name gets -1, -2, ...) and writes ~/sorted/manifest.csv. SRC is only read
 (unless --move). Run it again after new photos arrive, or after an interrupted run:
 what the manifest lists is not sorted twice."""
-
-
-def _import_tensorflow_quietly() -> None:
-    """Import TensorFlow and probe its devices with standard error muted.
-
-    TensorFlow 2.21 prints CUDA and oneDNN notices through absl before any log level
-    applies; they would bury our one-line messages. If the import fails, its output is
-    shown after all.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            import tensorflow as tf
-
-            tf.config.list_physical_devices()
-        except BaseException:
-            os.dup2(saved, 2)
-            sink.seek(0)
-            sys.stderr.write(sink.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 def _positive_int(text: str) -> int:
@@ -232,7 +208,43 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--per_label", type=_positive_int, default=60, help="default 60")
     sample.add_argument("--seed", type=int, default=0, help="default 0")
 
-    for command in (train, guess, sort, evaluate, sample):
+    bench = commands.add_parser(
+        "bench",
+        help="measure speed and accuracy beside the old ways (docs/benchmarks.md)",
+        description="On PHOTOS/<label>/*.jpg, measure feature extraction (each engine, cold "
+        "and warm cache), train (cold and warm), guessDir and peak memory, beside the 2016 "
+        "per-image label_dir loop and a Keras end-to-end fit of the frozen backbone for the "
+        "same number of epochs, and print the table with the ratios.",
+        epilog=EPILOG_BENCH,
+        formatter_class=formatter,
+    )
+    bench.add_argument("photos", type=Path, metavar="PHOTOS")
+    bench.add_argument("work", type=Path, metavar="WORK", help="an empty or new folder")
+    bench.add_argument("--backbone", default="efficientnet_lite0", help="default %(default)s")
+    bench.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=20,
+        help="epochs of both trainings, ours and the Keras fit (default 20; early stopping "
+        "may end ours sooner, and the Keras fit then runs as many)",
+    )
+    bench.add_argument(
+        "--many",
+        type=_count,
+        default=0,
+        help="also sort this many images (the photos repeated as hard links) for peak memory",
+    )
+    bench.add_argument("--output", type=Path, help="also write the Markdown table here")
+
+    for command in (train, guess, sort, evaluate):
+        command.add_argument(
+            "--engine",
+            choices=ENGINES,
+            help="what runs the network: auto (the default, or $TENSORGUESS_ENGINE) is "
+            "OpenVINO on a CPU, in its fastest precision (bfloat16 on CPUs with AMX), and "
+            "TensorFlow when it sees a GPU; openvino-f32 and tensorflow compute in float32",
+        )
+    for command in (train, guess, sort, evaluate, sample, bench):
         command.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 
@@ -371,7 +383,7 @@ def _classifier(args: argparse.Namespace):
             "input_std",
         )
     }
-    return load_classifier(args.tf_files, args.graph, args.labels, overrides)
+    return load_classifier(args.tf_files, args.graph, args.labels, overrides, args.engine)
 
 
 def _say(text: str) -> None:
@@ -522,13 +534,29 @@ def run_sample_data(args: argparse.Namespace) -> int:
     return 0
 
 
-NEEDS_TENSORFLOW = {"train", "guess", "sort", "evaluate"}
+def run_bench(args: argparse.Namespace) -> int:
+    """`tensorguess bench`."""
+    from tensorguess.bench import command_line, render_markdown, run_benchmark
+    from tensorguess.files import write_text_atomic
+
+    result = run_benchmark(args.photos, args.work, args.epochs, args.many, args.backbone, _say)
+    table = render_markdown(result, command_line(sys.argv[1:]))
+    print(table, end="")
+    if args.output:
+        write_text_atomic(args.output, table)
+    return 0
+
+
+# guess, sort and evaluate import TensorFlow themselves only if they need it (a model
+# OpenVINO has converted before runs without it).
+NEEDS_TENSORFLOW = {"train"}
 COMMANDS = {
     "train": run_train,
     "guess": run_guess,
     "sort": run_sort,
     "evaluate": run_evaluate,
     "sample-data": run_sample_data,
+    "bench": run_bench,
 }
 
 
@@ -536,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `tensorguess` command."""
     args = build_parser().parse_args(argv)
     if args.command in NEEDS_TENSORFLOW and not args.debug:
-        _import_tensorflow_quietly()
+        import_tensorflow_quietly()
     try:
         return COMMANDS[args.command](args)
     except TensorguessError as error:

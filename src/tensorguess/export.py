@@ -18,22 +18,21 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.framework.convert_to_constants import (
-    convert_variables_to_constants_v2,
-)
 
 from tensorguess import __version__
 from tensorguess.backbones import Backbone
 from tensorguess.files import replace_directory_atomic, write_bytes_atomic, write_text_atomic
+from tensorguess.inference import freeze_pixels_function
+from tensorguess.model_files import (
+    GRAPH_FILE,
+    INPUT_BYTES,
+    INPUT_PIXELS,
+    LABELS_FILE,
+    METADATA_FILE,
+    OUTPUT,
+    SAVED_MODEL_DIR,
+)
 from tensorguess.train import TrainedHead
-
-GRAPH_FILE = "retrained_graph.pb"
-LABELS_FILE = "retrained_labels.txt"
-SAVED_MODEL_DIR = "saved_model"
-METADATA_FILE = "tensorguess.json"
-INPUT_BYTES = "DecodeJpeg/contents"
-INPUT_PIXELS = "input_pixels"
-OUTPUT = "final_result"
 
 
 @dataclass(frozen=True)
@@ -72,10 +71,8 @@ def decode_for_graph(contents: tf.Tensor, size: int) -> tf.Tensor:
     return tf.image.resize(image, [size, size], method="bilinear", antialias=True)
 
 
-def frozen_graph(classify, size: int) -> tf.compat.v1.GraphDef:
-    """The frozen GraphDef with the 2016 tensor names around `classify`."""
-    frozen = convert_variables_to_constants_v2(classify.get_concrete_function())
-    core = frozen.graph.as_graph_def()
+def frozen_graph(core: tf.compat.v1.GraphDef, core_input: str, core_output: str, size: int):
+    """The frozen GraphDef with the 2016 tensor names around the frozen classifier `core`."""
     graph = tf.Graph()
     with graph.as_default():
         contents = tf.compat.v1.placeholder(tf.string, shape=[], name=INPUT_BYTES)
@@ -85,35 +82,70 @@ def frozen_graph(classify, size: int) -> tf.compat.v1.GraphDef:
         )
         (scores,) = tf.graph_util.import_graph_def(
             core,
-            input_map={frozen.inputs[0].name: pixels},
-            return_elements=[frozen.outputs[0].name],
+            input_map={f"{core_input}:0": pixels},
+            return_elements=[f"{core_output}:0"],
             name="classifier",
         )
         tf.identity(scores, name=OUTPUT)
     return graph.as_graph_def()
 
 
-class _Serving(tf.Module):
-    """What the SavedModel holds: the backbone's variables and two signatures."""
+def write_saved_model(
+    folder: Path,
+    core: tf.compat.v1.GraphDef,
+    core_input: str,
+    core_output: str,
+    size: int,
+    labels: list[str],
+) -> None:
+    """A SavedModel of the frozen classifier `core`, with no variables to restore.
 
-    def __init__(self, backbone: Backbone, classify, labels: list[str]):
-        super().__init__()
-        self.backbone_model = backbone.model
-        self.classify = classify
-        self.labels = tf.constant(labels)
-        size = backbone.image_size
+    Signatures: `serving_default` takes encoded images (string [B]) and returns `scores`
+    and `label`; `classify_pixels` takes `pixels` [B, S, S, 3] float32 in 0-255. Built as
+    a TF1 graph around the already frozen classifier, it costs a fraction of a second,
+    where saving a `tf.Module` would trace the Keras backbone again.
+    """
+    logger, level = tf.get_logger(), tf.get_logger().level
+    logger.setLevel("ERROR")  # TF1's signature helpers warn that they are TF1's, every time
+    try:
+        _build_saved_model(folder, core, core_input, core_output, size, labels)
+    finally:
+        logger.setLevel(level)
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
-        def serve(images):
-            pixels = tf.map_fn(
-                lambda contents: decode_for_graph(contents, size),
-                images,
-                fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32),
+
+def _build_saved_model(folder, core, core_input, core_output, size, labels) -> None:
+    tf1 = tf.compat.v1
+    with tf.Graph().as_default():
+        images = tf1.placeholder(tf.string, [None], name="images")
+        decoded = tf.map_fn(
+            lambda contents: decode_for_graph(contents, size),
+            images,
+            fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32),
+        )
+        pixels = tf1.placeholder_with_default(decoded, [None, size, size, 3], name="pixels")
+        (scores,) = tf.graph_util.import_graph_def(
+            core,
+            input_map={f"{core_input}:0": pixels},
+            return_elements=[f"{core_output}:0"],
+            name="classifier",
+        )
+        label = tf.gather(tf.constant(labels), tf.argmax(scores, axis=1))
+        builder = tf1.saved_model.Builder(str(folder))
+        with tf1.Session() as session:
+            builder.add_meta_graph_and_variables(
+                session,
+                [tf1.saved_model.tag_constants.SERVING],
+                signature_def_map={
+                    "serving_default": tf1.saved_model.predict_signature_def(
+                        {"images": images}, {"scores": scores, "label": label}
+                    ),
+                    "classify_pixels": tf1.saved_model.predict_signature_def(
+                        {"pixels": pixels}, {"scores": scores}
+                    ),
+                },
+                strip_default_attrs=True,
             )
-            scores = classify(pixels)
-            return {"scores": scores, "label": tf.gather(self.labels, tf.argmax(scores, axis=1))}
-
-        self.serve = serve
+        builder.save()
 
 
 def export_model(
@@ -132,8 +164,11 @@ def export_model(
     `guess` detects a graph and labels that disagree.
     """
     tf_files = Path(tf_files)
-    classify = classifier_function(backbone, head)
-    graph_bytes = frozen_graph(classify, backbone.image_size).SerializeToString()
+    size = backbone.image_size
+    core, core_input, core_output = freeze_pixels_function(
+        classifier_function(backbone, head), size
+    )
+    graph_bytes = frozen_graph(core, core_input, core_output, size).SerializeToString()
     metadata = {
         "format": 1,
         "tensorguess_version": __version__,
@@ -149,14 +184,9 @@ def export_model(
         "head": {"layers": [list(np.shape(kernel)) for kernel, _ in head.layers]},
         **details,
     }
-    serving = _Serving(backbone, classify, labels)
     with tempfile.TemporaryDirectory(prefix=".tmp-export.", dir=tf_files) as scratch:
         built = Path(scratch)
-        tf.saved_model.save(
-            serving,
-            str(built / SAVED_MODEL_DIR),
-            signatures={"serving_default": serving.serve, "classify_pixels": classify},
-        )
+        write_saved_model(built / SAVED_MODEL_DIR, core, core_input, core_output, size, labels)
         write_bytes_atomic(built / GRAPH_FILE, graph_bytes)
         write_text_atomic(built / LABELS_FILE, "".join(f"{label}\n" for label in labels))
         write_text_atomic(built / METADATA_FILE, json.dumps(metadata, indent=2) + "\n")

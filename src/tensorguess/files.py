@@ -43,13 +43,18 @@ def atomic_path(target: Path) -> Iterator[Path]:
             temporary.unlink()
 
 
-def write_bytes_atomic(target: Path, data: bytes) -> None:
-    """Write `data` to `target` atomically."""
+def write_bytes_atomic(target: Path, data: bytes, durable: bool = True) -> None:
+    """Write `data` to `target` atomically (and flushed to the disk, when `durable`).
+
+    Without `durable`, a power cut can leave a complete-looking but empty file: fine for a
+    cache whose reader checks and recomputes its entries, and a thousand times cheaper.
+    """
     with atomic_path(target) as temporary:
         with open(temporary, "wb") as stream:
             stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
+            if durable:
+                stream.flush()
+                os.fsync(stream.fileno())
 
 
 def write_text_atomic(target: Path, text: str) -> None:
@@ -71,6 +76,15 @@ def replace_directory_atomic(built: Path, target: Path) -> None:
     os.replace(built, target)
     if aside.exists():
         shutil.rmtree(aside)
+
+
+def cache_directory(kind: str) -> Path:
+    """A per-machine cache folder: $TENSORGUESS_CACHE_DIR/<kind>, else the XDG cache."""
+    configured = os.environ.get("TENSORGUESS_CACHE_DIR")
+    if configured:
+        return Path(configured) / kind
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "tensorguess" / kind
 
 
 def printable(path: Path | str) -> str:

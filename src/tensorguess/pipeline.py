@@ -48,6 +48,7 @@ class TrainingOptions:
     fine_tune_learning_rate: float = 3e-4
     summaries_dir: Path | None = None
     report: bool = True
+    engine: str | None = None
 
 
 @dataclass
@@ -78,6 +79,8 @@ def train_classifier(
     from tensorguess.bottlenecks import cached_features
     from tensorguess.evaluate import evaluate_scores, summary_lines
     from tensorguess.export import export_model
+    from tensorguess.inference import resolved_engine
+    from tensorguess.predict import load_classifier
     from tensorguess.train import HeadOptions, SplitData, train_head
 
     started = time.monotonic()
@@ -101,6 +104,7 @@ def train_classifier(
         [image.path for image in scan.images],
         cache_root,
         digests=[image.digest for image in scan.images],
+        engine=options.engine,
     )
     say(f"Features: {features.computed} computed, {features.cached} from cache ({backbone.name})")
     skipped = [(str(path), reason) for path, reason in scan.skipped]
@@ -181,6 +185,10 @@ def train_classifier(
     if options.fine_tune:
         details["fine_tuned_blocks"] = options.fine_tune_blocks
     exported = export_model(tf_files, backbone, options.backbone, head, scan.labels, details)
+    if resolved_engine(options.engine).startswith("openvino"):
+        # Convert the new graph for OpenVINO now, while TensorFlow is loaded anyway: the
+        # next guess.sh or guessDir.sh then starts in about a second.
+        load_classifier(tf_files, engine=options.engine)
     evaluation = evaluate_scores(
         scan.labels, [(image.path, image.label) for image in photos[TEST]], head.test_scores
     )

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from tensorguess.errors import TensorguessError
-from tensorguess.export import GRAPH_FILE, INPUT_BYTES, INPUT_PIXELS, LABELS_FILE, OUTPUT
 from tensorguess.images import UnreadableImage, load_pixels, pixel_batches
+from tensorguess.inference import (
+    OPENVINO_BATCH,
+    cached_runner,
+    graph_runner,
+    import_tensorflow_quietly,
+    run_ahead,
+    tensorflow_runner,
+)
+from tensorguess.model_files import GRAPH_FILE, INPUT_BYTES, INPUT_PIXELS, LABELS_FILE, OUTPUT
 
 BATCH_SIZE = 64
 
@@ -97,17 +107,24 @@ def _is_string(node) -> bool:
     return node.attr["dtype"].type == types_pb2.DT_STRING
 
 
-def read_graph(path: Path):
-    """Parse a frozen GraphDef, or say in one line why the file is not one."""
-    import tensorflow as tf
-    from google.protobuf.message import DecodeError
-
+def read_model_bytes(path: Path) -> bytes:
+    """The model file's bytes, or one line saying why they cannot be read."""
     try:
-        data = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except FileNotFoundError:
         raise TensorguessError(f"{path}: model not found; train one first with train.sh") from None
     except OSError as error:
         raise TensorguessError(f"{path}: cannot read the model ({error.strerror})") from None
+
+
+def read_graph(path: Path, data: bytes | None = None):
+    """Parse a frozen GraphDef, or say in one line why the file is not one."""
+    import_tensorflow_quietly()
+    import tensorflow as tf
+    from google.protobuf.message import DecodeError
+
+    if data is None:
+        data = read_model_bytes(path)
     graph_def = tf.compat.v1.GraphDef()
     try:
         graph_def.ParseFromString(data)
@@ -158,35 +175,61 @@ def read_labels(path: Path) -> list[str]:
 class Classifier:
     """A loaded retrained graph with its labels."""
 
-    def __init__(self, graph_path: Path, labels_path: Path, overrides: dict | None = None):
-        import tensorflow as tf
-
+    def __init__(
+        self,
+        graph_path: Path,
+        labels_path: Path,
+        overrides: dict | None = None,
+        engine: str | None = None,
+    ):
         self.graph_path, self.labels_path = Path(graph_path), Path(labels_path)
-        graph_def = read_graph(self.graph_path)
+        data = read_model_bytes(self.graph_path)
         self.labels = read_labels(self.labels_path)
+        overrides = {key: value for key, value in (overrides or {}).items() if value is not None}
+        # The same graph bytes and flags always give the same layout and converted model.
+        cache_key = hashlib.sha256(
+            data + json.dumps(overrides, sort_keys=True).encode()
+        ).hexdigest()
+        cached = cached_runner(cache_key, engine)
+        if cached is not None:
+            self._run, self.engine, notes = cached
+            self.layout = GraphLayout(**notes)
+            return
+        graph_def = read_graph(self.graph_path, data)
         try:
             self.layout = detect_layout(graph_def, overrides)
         except TensorguessError as error:
             raise TensorguessError(f"{graph_path}: {error}") from None
+        self._run, self.engine = self._runner(graph_def, engine, cache_key)
 
-        def import_graph():
-            tf.compat.v1.import_graph_def(graph_def, name="")
+    def _runner(self, graph_def, engine: str | None, cache_key: str):
+        import tensorflow as tf
 
+        layout = self.layout
         try:
-            wrapped = tf.compat.v1.wrap_function(import_graph, [])
-            self._run = wrapped.prune(
-                feeds=[wrapped.graph.get_tensor_by_name(f"{self.layout.input_layer}:0")],
-                fetches=[wrapped.graph.get_tensor_by_name(f"{self.layout.output_layer}:0")],
+            if layout.takes_bytes:
+                return tensorflow_runner(graph_def, layout.input_layer, layout.output_layer), (
+                    "tensorflow"
+                )
+            return graph_runner(
+                graph_def,
+                layout.input_layer,
+                layout.output_layer,
+                (layout.input_height, layout.input_width, 3),
+                engine,
+                batch=OPENVINO_BATCH if layout.takes_batches else 1,
+                cache_key=cache_key,
+                notes=asdict(layout),
+                whole_pixels=layout.input_mean == 0 and layout.input_std == 1,
             )
         except (ValueError, KeyError, tf.errors.OpError) as error:
             first_line = str(error).strip().splitlines()[0]
-            raise TensorguessError(f"{graph_path}: cannot load the graph ({first_line})") from None
+            raise TensorguessError(
+                f"{self.graph_path}: cannot load the graph ({first_line})"
+            ) from None
 
     def _scores(self, feed) -> np.ndarray:
-        import tensorflow as tf
-
-        scores = self._run(tf.constant(feed))
-        scores = np.asarray(scores[0] if isinstance(scores, list | tuple) else scores)
+        scores = self._run(feed)
         scores = scores.reshape(-1, scores.shape[-1])
         if scores.shape[-1] != len(self.labels):
             raise TensorguessError(
@@ -203,11 +246,14 @@ class Classifier:
             yield from self._classify_bytes(paths)
         elif layout.takes_batches:
             size = (layout.input_height, layout.input_width)
+            batches = (
+                (self._normalise(pixels), reasons)
+                for pixels, reasons in pixel_batches(paths, size, batch_size)
+            )
             start = 0
-            for pixels, reasons in pixel_batches(paths, size, batch_size):
-                scores = self._scores(self._normalise(pixels.numpy()))
-                for offset, reason in enumerate(reasons.numpy()):
-                    yield self._prediction(paths[start + offset], scores[offset], reason.decode())
+            for scores, reasons in run_ahead(self._scores, batches):
+                for offset, reason in enumerate(reasons):
+                    yield self._prediction(paths[start + offset], scores[offset], reason)
                 start += len(scores)
         else:
             for path in paths:
@@ -220,6 +266,8 @@ class Classifier:
 
     def _normalise(self, pixels: np.ndarray) -> np.ndarray:
         layout = self.layout
+        if layout.input_mean == 0 and layout.input_std == 1:
+            return pixels  # our graphs take 0-255 as they are; the engine converts to float
         return (pixels.astype(np.float32) - layout.input_mean) / layout.input_std
 
     @staticmethod
@@ -247,10 +295,11 @@ def load_classifier(
     graph: Path | None = None,
     labels: Path | None = None,
     overrides: dict | None = None,
+    engine: str | None = None,
 ) -> Classifier:
     """The classifier in `tf_files` (or the `graph`/`labels` files given explicitly)."""
     if graph is None and tf_files is None:
         raise TensorguessError("give TF_FILES (the folder train.sh wrote) or --graph")
     graph = Path(graph) if graph else Path(tf_files) / GRAPH_FILE
     labels = Path(labels) if labels else graph.with_name(LABELS_FILE)
-    return Classifier(graph, labels, overrides)
+    return Classifier(graph, labels, overrides, engine)

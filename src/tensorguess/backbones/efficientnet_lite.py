@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import io
-import os
 import re
 import zipfile
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ import numpy as np
 from tensorguess.backbones.registry import register_backbone
 from tensorguess.backbones.torch_weights import read_state_dict
 from tensorguess.errors import TensorguessError
-from tensorguess.files import write_bytes_atomic
+from tensorguess.files import cache_directory, write_bytes_atomic
 
 if TYPE_CHECKING:
     import keras
@@ -49,11 +48,7 @@ SMALLEST_IMAGE_SIZE = 32
 
 def backbone_cache_directory() -> Path:
     """Where converted backbones live: $TENSORGUESS_CACHE_DIR/backbones, else the XDG cache."""
-    configured = os.environ.get("TENSORGUESS_CACHE_DIR")
-    if configured:
-        return Path(configured) / "backbones"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "tensorguess" / "backbones"
+    return cache_directory("backbones")
 
 
 def weights_file(name: str) -> Path:

@@ -1,0 +1,73 @@
+"""The benchmark: its old ways do the same work as ours, and the command prints the table."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import draw_photos, tensorguess
+from tensorguess.bench import legacy_sort
+
+
+def test_the_2016_loop_sorts_as_guessdir_does(trained, tmp_path):
+    tf_files, _ = trained
+    source = tmp_path / "photos"
+    draw_photos(source, "circle", 3, seed=41)
+    draw_photos(source, "square", 3, seed=41)
+    legacy_sort(
+        str(tf_files / "retrained_graph.pb"),
+        str(tf_files / "retrained_labels.txt"),
+        str(source),
+        str(tmp_path / "old"),
+    )
+    tensorguess("sort", tf_files, source, tmp_path / "ours")
+    # The old loop names copies <n>-<label>-<score>.jpg in sorted order of the sources.
+    old = sorted(path.name for path in (tmp_path / "old").iterdir())
+    labels = [re.match(r"\d+-(\w+)-[\d.]+\.jpg", name).group(1) for name in old]
+    assert sorted(labels) == ["circle"] * 3 + ["square"] * 3
+    ours = [path.name for path in (tmp_path / "ours").iterdir() if path.suffix == ".jpg"]
+    assert sorted(name.split("-")[0] for name in ours) == sorted(labels)
+
+
+def test_bench_measures_ours_beside_the_old_ways(tmp_path):
+    photos = tmp_path / "photos"
+    draw_photos(photos / "circle", "circle", 12, seed=42)
+    draw_photos(photos / "square", "square", 12, seed=42)
+    output = tmp_path / "benchmarks.md"
+    result = tensorguess(
+        "bench",
+        photos,
+        tmp_path / "work",
+        "--epochs",
+        "3",
+        "--many",
+        "40",
+        "--output",
+        output,
+        TENSORGUESS_PROGRESS="0",
+    )
+    table = output.read_text()
+    assert result.stdout == table
+    assert "    tensorguess bench " in table
+    rows = {
+        cells[1].strip(): cells[2].strip()
+        for cells in (line.split("|") for line in table.splitlines() if line.startswith("| "))
+    }
+    assert re.fullmatch(r"\d+ images/s", rows["feature extraction, warm cache"])
+    assert any(name.startswith("feature extraction, cold cache, tensorflow") for name in rows)
+    assert re.fullmatch(r"[\d.]+ s", rows["train --preset fast, warm cache (3 epochs)"])
+    assert re.fullmatch(r"[\d.]+ s", rows["old: Keras end-to-end fit, frozen backbone, 3 epochs"])
+    assert re.fullmatch(r"[\d.]+x", rows["ratio: Keras fit / our warm train"])
+    assert re.fullmatch(
+        r"[\d.]+x, [\d.]+x", rows["ratio: 2016 loop / guessDir (first run, second run)"]
+    )
+    assert re.fullmatch(r"[\d.]+ images/s", rows["guessDir, 40 images (wall)"])
+    # The many-images run sorted every one of them.
+    sorted_copies = [p for p in (tmp_path / "work" / "many-sorted").iterdir() if p.suffix == ".jpg"]
+    assert len(sorted_copies) == 40
+
+
+def test_bench_refuses_a_folder_that_is_not_laid_out_by_label(tmp_path):
+    draw_photos(tmp_path / "flat", "circle", 2, seed=43)
+    result = tensorguess("bench", tmp_path / "flat", tmp_path / "work", check=False)
+    assert result.returncode == 1
+    assert "needs one sub-folder of photos per label" in result.stderr
