@@ -75,7 +75,7 @@ def messy_training(tmp_path_factory):
     draw_photos(data / "line\nbreak", "circle", 2, seed=4)
     (data / "README.txt").write_text("my photos")
     before = checksums(data)
-    result = wrapper("train.sh", tf_files, check=False)
+    result = wrapper("train.sh", tf_files, "--preset", "fast", check=False)
     return tf_files, formats, broken, before, result
 
 

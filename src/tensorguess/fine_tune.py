@@ -28,6 +28,7 @@ from tensorguess.train import (
     HeadOptions,
     TrainedHead,
     build_head,
+    dense_layers,
     label_weights,
 )
 
@@ -179,13 +180,8 @@ def fine_tune(
     for weight, value in zip(trainable, best_weights, strict=True):
         weight.assign(value)
 
-    layers = [
-        (layer.kernel.numpy(), layer.bias.numpy())
-        for layer in classifier.layers
-        if isinstance(layer, keras.layers.Dense)
-    ]
     tuned = TrainedHead(
-        layers=layers,
+        layers=dense_layers(classifier),
         test_accuracy=None,
         test_count=len(test),
         epochs_run=head.epochs_run,

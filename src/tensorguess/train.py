@@ -154,13 +154,8 @@ def train_head(
         if last:
             break
     model.set_weights(best_weights)
-    layers = [
-        (layer.kernel.numpy(), layer.bias.numpy())
-        for layer in model.layers
-        if isinstance(layer, keras.layers.Dense)
-    ]
     head = TrainedHead(
-        layers=layers,
+        layers=dense_layers(model),
         test_accuracy=None,
         test_count=len(test),
         epochs_run=epoch,
@@ -170,6 +165,15 @@ def train_head(
     if len(test):
         head.test_accuracy = _accuracy(head.test_scores, test.labels)
     return head
+
+
+def dense_layers(model: keras.Model) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(kernel, bias) of each Dense layer of `model`, in order: a head as numpy arrays."""
+    return [
+        (layer.kernel.numpy(), layer.bias.numpy())
+        for layer in model.layers
+        if isinstance(layer, keras.layers.Dense)
+    ]
 
 
 def learning_rate(options: HeadOptions, steps_per_epoch: int):
