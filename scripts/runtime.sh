@@ -346,6 +346,10 @@ tensorguess_docker_run() {
     none) ;;
     *) options+=(--gpus "$TENSORGUESS_GPUS") ;;
   esac
+  # An engine chosen on the host (inference.py) holds in the container too.
+  if [ -n "${TENSORGUESS_ENGINE:-}" ]; then
+    options+=(-e "TENSORGUESS_ENGINE=$TENSORGUESS_ENGINE")
+  fi
   while [ "$index" -lt "${#TENSORGUESS_MOUNT_FOLDERS[@]}" ]; do
     folder=${TENSORGUESS_MOUNT_FOLDERS[index]}
     if [ "${TENSORGUESS_MOUNT_MODES[index]}" = ro ]; then

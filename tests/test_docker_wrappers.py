@@ -82,7 +82,12 @@ class StandIn:
             "STAND_IN_LOG": str(self.log),
             "TENSORGUESS_RUNTIME": "auto",
         }
-        for name in ("TENSORGUESS_IMAGE", "TENSORGUESS_GPUS", "TENSORGUESS_DOCKER_TIMEOUT"):
+        for name in (
+            "TENSORGUESS_IMAGE",
+            "TENSORGUESS_GPUS",
+            "TENSORGUESS_DOCKER_TIMEOUT",
+            "TENSORGUESS_ENGINE",
+        ):
             environment.pop(name, None)
         environment.update(env)
         return subprocess.run(
@@ -292,6 +297,29 @@ def test_gpus_only_with_the_nvidia_runtime_or_when_asked(docker, here, runtimes,
     assert result.returncode == 0, result.stderr
     assert docker.run_call() == docker_run(
         *expected, "-v", f"{here}/tf_files:{here}/tf_files", "--", "train", f"{here}/tf_files"
+    )
+
+
+def test_the_engine_chosen_on_the_host_holds_in_the_container(docker, here):
+    (here / "tf_files").mkdir()
+    result = docker.run(
+        "train.sh",
+        "tf_files",
+        cwd=here,
+        STAND_IN_RUNTIMES=RUNTIMES_WITH_NVIDIA,
+        TENSORGUESS_ENGINE="openvino-f32",
+    )
+    assert result.returncode == 0, result.stderr
+    assert docker.run_call() == docker_run(
+        "--gpus",
+        "all",
+        "-e",
+        "TENSORGUESS_ENGINE=openvino-f32",
+        "-v",
+        f"{here}/tf_files:{here}/tf_files",
+        "--",
+        "train",
+        f"{here}/tf_files",
     )
 
 
