@@ -8,6 +8,7 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import draw_photos, tensorguess
+from tensorguess.images import load_pixels
 from tensorguess.predict import Classifier, load_classifier
 
 
@@ -47,6 +48,13 @@ def test_saved_model_serves_encoded_images(trained, tmp_path):
     answer = served(images=tf.constant([photo.read_bytes() for photo in photos]))
     assert answer["scores"].shape == (2, 2)
     assert [label.decode() for label in answer["label"].numpy()] == ["circle", "circle"]
+    # The pixels signature scores decoded photos like the frozen graph's pixel input does.
+    model = tf.saved_model.load(str(tf_files / "saved_model"))
+    pixels = np.stack([load_pixels(photo, 224) for photo in photos]).astype(np.float32)
+    by_pixels = model.signatures["classify_pixels"](pixels=tf.constant(pixels))["scores"]
+    reference = load_classifier(tf_files, engine="tensorflow")
+    expected = [prediction.scores for prediction in reference.classify(photos)]
+    np.testing.assert_allclose(by_pixels.numpy(), np.stack(expected), atol=1e-5)
 
 
 def _old_tool_graph(path, input_name, size, dtype=tf.float32, batch=1):
