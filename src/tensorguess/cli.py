@@ -35,7 +35,7 @@ EPILOG_GUESS = """example:
 old graphs (retrain.py, TensorFlow for Poets) work too; label_image.py's flags
 override what is detected."""
 
-EPILOG_BENCH = """example (about 10 minutes for 500 photos, plus about 2 minutes per 10,000 --many):
+EPILOG_BENCH = """example (2 cores: about 5 minutes for 500 photos, and 1 per 10,000 --many):
   tensorguess bench ~/photos /tmp/bench --many 20000 --output docs/benchmarks.md
 """
 
