@@ -112,3 +112,17 @@ def test_run_ahead_keeps_batches_in_order():
     results = list(run_ahead(lambda values: values * 2, iter(batches)))
     assert [extra for _, extra in results] == [f"batch {number}" for number in range(5)]
     assert [int(values[0]) for values, _ in results] == [0, 2, 4, 6, 8]
+
+
+def test_the_cache_keeps_the_most_recently_used_converted_models(tmp_path):
+    from tensorguess import inference
+
+    for number in range(inference.MAX_CACHED_MODELS + 4):
+        entry = tmp_path / f"model-{number:02d}"
+        entry.mkdir()
+        os.utime(entry, (1_000_000 + number, 1_000_000 + number))
+    os.utime(tmp_path / "model-00", None)  # just used: newest of all
+    inference._prune(tmp_path)
+    kept = sorted(entry.name for entry in tmp_path.iterdir())
+    assert len(kept) == inference.MAX_CACHED_MODELS
+    assert "model-00" in kept and "model-01" not in kept and "model-19" in kept

@@ -36,6 +36,8 @@ ENGINE_VARIABLE = "TENSORGUESS_ENGINE"
 OPENVINO_BATCH = 8
 # Bump when the cut or the conversion changes, so older cached models are not reused.
 OPENVINO_CACHE_VERSION = 2
+# Converted models kept on disk, the least recently used dropped first.
+MAX_CACHED_MODELS = 16
 
 
 def requested_engine(engine: str | None = None) -> str:
@@ -174,9 +176,14 @@ def cached_runner(cache_key: str, engine: str | None = None) -> tuple[Runner, st
     try:
         notes = json.loads((folder / "notes.json").read_text(encoding="utf-8"))
         model = _openvino_core().read_model(str(folder / "model.xml"))
-        return _openvino_runner(model, engine), engine, notes
+        runner = _openvino_runner(model, engine)
     except Exception:  # noqa: BLE001  (a damaged cache entry is rebuilt, whatever is wrong)
         return None
+    try:
+        os.utime(folder)  # recently used: kept when old entries are pruned
+    except OSError:
+        pass
+    return runner, engine, notes
 
 
 def run_ahead(
@@ -295,8 +302,20 @@ def _store(cache_key: str, model, notes: dict) -> None:
             (built / "notes.json").write_text(json.dumps(notes), encoding="utf-8")
             shutil.rmtree(folder, ignore_errors=True)
             os.replace(built, folder)
+        _prune(folder.parent)
     except OSError:
         pass
+
+
+def _prune(root: Path) -> None:
+    """Keep the most recently used converted models; every train adds one (10-20 MB)."""
+    entries = sorted(
+        (entry for entry in root.iterdir() if not entry.name.startswith(".")),
+        key=lambda entry: entry.stat().st_mtime,
+        reverse=True,
+    )
+    for entry in entries[MAX_CACHED_MODELS:]:
+        shutil.rmtree(entry, ignore_errors=True)
 
 
 def _openvino_runner(model, engine: str) -> Runner:
