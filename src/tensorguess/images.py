@@ -8,8 +8,8 @@ bilinear when enlarging.
 
 Whatever a file holds, `load_pixels` either returns pixels or raises `UnreadableImage`
 with a one-line reason: damaged files make Pillow raise IndexError, NotImplementedError,
-struct.error and more, and one exception escaping inside `tf.numpy_function`
-would stop the whole tf.data pipeline.
+struct.error and more, and one exception escaping a decoding thread would end every
+batch of `pixel_batches` after it.
 
 Memory stays bounded on huge photos: a JPEG is decoded at a reduced DCT scale
 (`draft`, never below the requested size), every other format is shrunk by a whole
