@@ -71,3 +71,9 @@ def test_bench_refuses_a_folder_that_is_not_laid_out_by_label(tmp_path):
     result = tensorguess("bench", tmp_path / "flat", tmp_path / "work", check=False)
     assert result.returncode == 1
     assert "needs one sub-folder of photos per label" in result.stderr
+    missing = tensorguess("bench", tmp_path / "nowhere", tmp_path / "work", check=False)
+    assert missing.returncode == 1
+    assert (
+        missing.stderr.strip()
+        == f"tensorguess: error: {tmp_path / 'nowhere'}: no such folder of photos"
+    )

@@ -67,6 +67,8 @@ def _python(*arguments: str) -> list[str]:
 
 def link_photos(photos: Path, work: Path) -> tuple[Path, Path, int, int]:
     """tf_files/data/<label> symlinked to the photo folders, and a flat folder of all photos."""
+    if not photos.is_dir():
+        raise TensorguessError(f"{photos}: no such folder of photos")
     labels = sorted(p for p in photos.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(labels) < 2:
         raise TensorguessError(
@@ -240,7 +242,7 @@ def run_benchmark(
 ) -> BenchResult:
     """Measure everything on `photos` (laid out like <label>/*.jpg), working in `work`."""
     photos, work = Path(photos).resolve(), Path(work).resolve()
-    if work.exists() and any(work.iterdir()):
+    if work.exists() and (not work.is_dir() or any(work.iterdir())):
         raise TensorguessError(f"{work}: choose an empty or new folder for the benchmark")
     work.mkdir(parents=True, exist_ok=True)
     tf_files, flat, count, labels = link_photos(photos, work)
