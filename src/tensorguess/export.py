@@ -71,6 +71,17 @@ def decode_for_graph(contents: tf.Tensor, size: int) -> tf.Tensor:
     return tf.image.resize(image, [size, size], method="bilinear", antialias=True)
 
 
+def _imported_scores(core, core_input: str, core_output: str, pixels: tf.Tensor) -> tf.Tensor:
+    """The frozen classifier `core` imported into the graph being built, fed `pixels`."""
+    (scores,) = tf.graph_util.import_graph_def(
+        core,
+        input_map={f"{core_input}:0": pixels},
+        return_elements=[f"{core_output}:0"],
+        name="classifier",
+    )
+    return scores
+
+
 def frozen_graph(core: tf.compat.v1.GraphDef, core_input: str, core_output: str, size: int):
     """The frozen GraphDef with the 2016 tensor names around the frozen classifier `core`."""
     graph = tf.Graph()
@@ -80,12 +91,7 @@ def frozen_graph(core: tf.compat.v1.GraphDef, core_input: str, core_output: str,
         pixels = tf.compat.v1.placeholder_with_default(
             decoded, shape=[None, size, size, 3], name=INPUT_PIXELS
         )
-        (scores,) = tf.graph_util.import_graph_def(
-            core,
-            input_map={f"{core_input}:0": pixels},
-            return_elements=[f"{core_output}:0"],
-            name="classifier",
-        )
+        scores = _imported_scores(core, core_input, core_output, pixels)
         tf.identity(scores, name=OUTPUT)
     return graph.as_graph_def()
 
@@ -123,12 +129,7 @@ def _build_saved_model(folder, core, core_input, core_output, size, labels) -> N
             fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32),
         )
         pixels = tf1.placeholder_with_default(decoded, [None, size, size, 3], name="pixels")
-        (scores,) = tf.graph_util.import_graph_def(
-            core,
-            input_map={f"{core_input}:0": pixels},
-            return_elements=[f"{core_output}:0"],
-            name="classifier",
-        )
+        scores = _imported_scores(core, core_input, core_output, pixels)
         label = tf.gather(tf.constant(labels), tf.argmax(scores, axis=1))
         builder = tf1.saved_model.Builder(str(folder))
         with tf1.Session() as session:

@@ -196,7 +196,7 @@ def _one_line(error: BaseException) -> str:
 
 
 def pixel_batches(
-    paths: Sequence[Path | str], size: Size, batch_size: int, workers: int | None = None
+    paths: Sequence[Path | str], size: Size, batch_size: int
 ) -> Iterator[tuple[np.ndarray, list[str]]]:
     """Yield (pixels uint8 [B, h, w, 3], reasons [B]) for `paths`, in order, batch by batch.
 
@@ -214,7 +214,8 @@ def pixel_batches(
             return np.zeros((height, width, 3), np.uint8), str(problem)
 
     remaining = iter(paths)
-    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+    # One thread per core: a third measured slower on 2 cores (docs/benchmarks.md).
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         pending = deque(pool.submit(decode, path) for path in islice(remaining, 2 * batch_size))
         batch: list[tuple[np.ndarray, str]] = []
         while pending:

@@ -117,14 +117,12 @@ def read_model_bytes(path: Path) -> bytes:
         raise TensorguessError(f"{path}: cannot read the model ({error.strerror})") from None
 
 
-def read_graph(path: Path, data: bytes | None = None):
-    """Parse a frozen GraphDef, or say in one line why the file is not one."""
+def read_graph(path: Path, data: bytes):
+    """Parse the frozen GraphDef `data` read from `path`, or say in one line why it is not one."""
     import_tensorflow_quietly()
     import tensorflow as tf
     from google.protobuf.message import DecodeError
 
-    if data is None:
-        data = read_model_bytes(path)
     graph_def = tf.compat.v1.GraphDef()
     try:
         graph_def.ParseFromString(data)
@@ -207,10 +205,9 @@ class Classifier:
 
         layout = self.layout
         try:
-            if layout.takes_bytes:
-                return tensorflow_runner(graph_def, layout.input_layer, layout.output_layer), (
-                    "tensorflow"
-                )
+            if layout.takes_bytes:  # the graph's own decoder: TensorFlow runs it
+                run = tensorflow_runner(graph_def, layout.input_layer, layout.output_layer)
+                return run, "tensorflow"
             return graph_runner(
                 graph_def,
                 layout.input_layer,
