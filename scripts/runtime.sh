@@ -36,8 +36,11 @@ tensorguess_python() {
   tensorguess_fail "no Python 3.10-3.13 found; install one, or set TENSORGUESS_PYTHON to its path"
 }
 
+# The version is part of the key: an editable install records it in its metadata
+# (importlib.metadata), which only a reinstall updates.
 tensorguess_install_key() {
-  cat "$TENSORGUESS_ROOT/pyproject.toml" "$TENSORGUESS_ROOT/constraints.txt" | cksum | cut -d' ' -f1
+  { cat "$TENSORGUESS_ROOT/pyproject.toml" "$TENSORGUESS_ROOT/constraints.txt"; tensorguess_version; } |
+    cksum | cut -d' ' -f1
 }
 
 # tensorguess_ensure_venv [EXTRAS]: create or update the virtual environment.
@@ -70,10 +73,9 @@ tensorguess_ensure_venv() {
 
 # The Docker image -------------------------------------------------------------------------
 
-# The package version: the `version` of pyproject.toml's [project] table.
+# The package version: __version__ in src/tensorguess/__init__.py, its one source.
 tensorguess_version() {
-  awk -F'"' '/^\[/ { in_project = ($0 == "[project]") } in_project && /^version *=/ { print $2; exit }' \
-    "$TENSORGUESS_ROOT/pyproject.toml"
+  awk -F "[\"']" '/^__version__ *=/ { print $2; exit }' "$TENSORGUESS_ROOT/src/tensorguess/__init__.py"
 }
 
 tensorguess_image() {

@@ -18,16 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from tensorguess import __version__
 from tensorguess.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = sorted(
     str(path.relative_to(ROOT)) for path in [*ROOT.glob("*.sh"), *(ROOT / "scripts").glob("*.sh")]
 )
-VERSION = re.search(
-    r'^version = "(.+)"', (ROOT / "pyproject.toml").read_text(), re.MULTILINE
-).group(1)
-IMAGE = f"tensorguess:{VERSION}"
+IMAGE = f"tensorguess:{__version__}"
 USER = f"{os.getuid()}:{os.getgid()}"
 RUNTIMES_WITH_NVIDIA = '{"io.containerd.runc.v2":{},"nvidia":{"path":"nvidia-container-runtime"}}'
 
