@@ -12,19 +12,29 @@ ENV HOME=/tmp \
     PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /opt/tensorguess/src
-COPY . .
 
+# The dependencies first, from pyproject.toml and the pins alone, so that editing the source
+# does not reinstall them.
 # Keep the base image's TensorFlow (built for its CUDA): refuse a base image whose
 # TensorFlow is not the pinned one, since pip would then replace it with another build.
 # PIP_BREAK_SYSTEM_PACKAGES: the image's TensorFlow lives in the system Python too.
+# tomllib is Python 3.11's; on 3.10, pip's own copy of the same parser (tomli) reads it.
+COPY pyproject.toml constraints.txt ./
 RUN pinned="$(sed -n 's/^tensorflow==//p' constraints.txt)" \
  && installed="$(python3 -c 'import importlib.metadata as m; print(m.version("tensorflow"))')" \
  && if [ "$installed" != "$pinned" ]; then \
       echo "The base image has TensorFlow $installed but constraints.txt pins $pinned: change FROM." >&2; \
       exit 1; \
     fi \
- && PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir -c constraints.txt . \
+ && python3 -c 'import importlib, sys; toml = importlib.import_module("tomllib" if sys.version_info >= (3, 11) else "pip._vendor.tomli"); print("\n".join(toml.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > /tmp/requirements.txt \
+ && PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir -c constraints.txt -r /tmp/requirements.txt \
+ && rm /tmp/requirements.txt \
  && python3 -c 'import importlib.metadata as m, sys; sys.exit(m.version("tensorflow") != sys.argv[1])' "$pinned"
+
+# Then the package itself, without touching its dependencies.
+COPY README.md ./
+COPY src ./src
+RUN PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir --no-deps .
 
 # Convert the embedded backbones now (and for OpenVINO, the engine of containers without a
 # GPU), into a cache every user can read: a container works offline and starts without
