@@ -6,7 +6,6 @@ FROM tensorflow/tensorflow:2.21.0-gpu
 
 # The container runs as the calling user (docker run --user), who has no home in the image.
 ENV HOME=/tmp \
-    TENSORGUESS_CACHE_DIR=/opt/tensorguess/cache \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore \
     PYTHONDONTWRITEBYTECODE=1
@@ -38,11 +37,18 @@ RUN PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir --no-deps 
 
 # Convert the embedded backbones now (and for OpenVINO, the engine of containers without a
 # GPU), into a cache every user can read: a container works offline and starts without
-# converting.
-RUN python3 -c "from tensorguess.backbones import backbone_names, get_backbone; from tensorguess.bottlenecks import features_runner; [features_runner(get_backbone(name), 'openvino') for name in backbone_names()]" \
+# converting. Only this step writes there.
+RUN export TENSORGUESS_CACHE_DIR=/opt/tensorguess/cache \
+ && python3 -c "from tensorguess.backbones import backbone_names, get_backbone; from tensorguess.bottlenecks import features_runner; [features_runner(get_backbone(name), 'openvino') for name in backbone_names()]" \
  && test -n "$(find "$TENSORGUESS_CACHE_DIR" -name '*.npz')" \
  && test -n "$(find "$TENSORGUESS_CACHE_DIR" -name 'model.xml')" \
  && chmod -R a+rX "$TENSORGUESS_CACHE_DIR"
+
+# At run time that cache is read-only, consulted when the writable one lacks an entry. The
+# writable one defaults to /tmp, which `docker run --rm` loses: the wrappers point it at a
+# folder of the host's cache, mounted read-write (docs/docker.md).
+ENV TENSORGUESS_BUILTIN_CACHE_DIR=/opt/tensorguess/cache \
+    TENSORGUESS_CACHE_DIR=/tmp/tensorguess-cache
 
 WORKDIR /tmp
 ENTRYPOINT ["python3", "-m", "tensorguess"]

@@ -12,7 +12,9 @@
 # within TENSORGUESS_DOCKER_TIMEOUT seconds (default 5) and the image is already built:
 # it never starts a multi-gigabyte build by surprise. `docker` builds a missing image.
 # TENSORGUESS_GPUS=auto|none|<docker --gpus value> (default auto: `all` when the engine
-# has the nvidia runtime).
+# has the nvidia runtime). TENSORGUESS_DOCKER_CACHE=<folder>|none (default
+# ${XDG_CACHE_HOME:-~/.cache}/tensorguess/docker): the host folder mounted as the
+# container's writable cache, so what it converts outlives `docker run --rm`.
 
 TENSORGUESS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TENSORGUESS_VENV=${TENSORGUESS_VENV:-$TENSORGUESS_ROOT/.venv}
@@ -327,18 +329,51 @@ tensorguess_docker_arguments() {
   done
 }
 
+# tensorguess_docker_cache: set REPLY to the host folder that becomes the container's
+# writable cache (TENSORGUESS_CACHE_DIR there), created first as the user; empty for none.
+# It is apart from the native cache: the image's TensorFlow and OpenVINO may be other builds
+# than the virtual environment's. The image's own read-only cache (the converted backbones)
+# stays underneath. A folder that cannot be used costs a warning, never the run.
+tensorguess_docker_cache() {
+  local base=${XDG_CACHE_HOME:-${HOME:+$HOME/.cache}}
+  local folder=${TENSORGUESS_DOCKER_CACHE:-${base:+$base/tensorguess/docker}}
+  REPLY=
+  if [ -z "$folder" ] || [ "$folder" = none ]; then
+    return 0
+  fi
+  if ! mkdir -p -- "$folder" 2>/dev/null; then
+    echo "tensorguess: could not create the cache folder $folder, so converted models will not be kept (set TENSORGUESS_DOCKER_CACHE to another folder, or to none)" >&2
+    return 0
+  fi
+  tensorguess_absolute "$folder"
+  case "$REPLY" in
+    *:*)
+      echo "tensorguess: Docker cannot mount the cache folder $REPLY (a ':' splits docker -v), so converted models will not be kept (set TENSORGUESS_DOCKER_CACHE to another folder, or to none)" >&2
+      REPLY=
+      ;;
+  esac
+}
+
 # tensorguess_docker_run COMMAND ARGS...: run `tensorguess COMMAND ARGS...` in the image, as
 # the calling user (so what it writes belongs to the user), and exit with its exit code.
 tensorguess_docker_run() {
-  local command=$1 index=0 folder
+  local command=$1 index=0 folder mode cache=
   shift
   local options=(run --rm -i)
   tensorguess_docker_arguments "$command" "$@"
+  # With --help nothing is created or mounted, the cache included.
+  if ! tensorguess_asks_help "$@"; then
+    tensorguess_docker_cache
+    cache=$REPLY
+  fi
   if [ -t 0 ] && [ -t 1 ]; then
     options+=(-t)
   fi
   # --init: a small init as PID 1 passes signals (Ctrl-C, docker stop) on to tensorguess.
   options+=(--init --user "$(id -u):$(id -g)")
+  if [ -n "$cache" ]; then
+    options+=(-e "TENSORGUESS_CACHE_DIR=$cache" -v "$cache:$cache")
+  fi
   case "${TENSORGUESS_GPUS:-auto}" in
     auto)
       if tensorguess_docker_has_nvidia; then
@@ -354,12 +389,17 @@ tensorguess_docker_run() {
   fi
   while [ "$index" -lt "${#TENSORGUESS_MOUNT_FOLDERS[@]}" ]; do
     folder=${TENSORGUESS_MOUNT_FOLDERS[index]}
-    if [ "${TENSORGUESS_MOUNT_MODES[index]}" = ro ]; then
+    mode=${TENSORGUESS_MOUNT_MODES[index]}
+    index=$((index + 1))
+    # The cache is mounted read-write already, and Docker refuses two mounts at one path.
+    if [ "$folder" = "$cache" ]; then
+      continue
+    fi
+    if [ "$mode" = ro ]; then
       options+=(-v "$folder:$folder:ro")
     else
       options+=(-v "$folder:$folder")
     fi
-    index=$((index + 1))
   done
   exec docker "${options[@]}" "$(tensorguess_image)" "$command" \
     ${TENSORGUESS_DOCKER_ARGUMENTS[@]+"${TENSORGUESS_DOCKER_ARGUMENTS[@]}"}

@@ -65,6 +65,9 @@ class StandIn:
     def __init__(self, folder: Path) -> None:
         self.bin = folder / "stand-in-bin"
         self.bin.mkdir()
+        # The host's cache folder (XDG_CACHE_HOME), with a space in its path as a user's may.
+        self.xdg_cache = (folder / "user cache").resolve()
+        self.cache = self.xdg_cache / "tensorguess" / "docker"
         self.log = folder / "docker-calls.jsonl"
         docker = self.bin / "docker"
         docker.write_text(STAND_IN.format(python=sys.executable))
@@ -79,11 +82,13 @@ class StandIn:
             "PATH": f"{self.bin}{os.pathsep}{os.environ['PATH']}",
             "STAND_IN_LOG": str(self.log),
             "TENSORGUESS_RUNTIME": "auto",
+            "XDG_CACHE_HOME": str(self.xdg_cache),
         }
         for name in (
             "TENSORGUESS_IMAGE",
             "TENSORGUESS_GPUS",
             "TENSORGUESS_DOCKER_TIMEOUT",
+            "TENSORGUESS_DOCKER_CACHE",
             "TENSORGUESS_ENGINE",
         ):
             environment.pop(name, None)
@@ -116,13 +121,21 @@ class StandIn:
         assert calls[1] == ["image", "inspect", IMAGE]
         return calls[2]
 
-
-def docker_run(*middle: str, image: str = IMAGE, tty: bool = False) -> list[str]:
-    """The expected `docker run` line: `middle` is its options, "--", then the command line."""
-    split = middle.index("--")
-    terminal = ["-t"] if tty else []
-    options, command = list(middle[:split]), list(middle[split + 1 :])
-    return ["run", "--rm", "-i", *terminal, "--init", "--user", USER, *options, image, *command]
+    def expected_run(
+        self, *middle: str, image: str = IMAGE, tty: bool = False, cache: bool = True
+    ) -> list[str]:
+        """The expected `docker run` line: `middle` is its options, "--", then the command
+        line; the host's cache is mounted read-write as the container's writable cache."""
+        split = middle.index("--")
+        terminal = ["-t"] if tty else []
+        options, command = list(middle[:split]), list(middle[split + 1 :])
+        mounted = (
+            ["-e", f"TENSORGUESS_CACHE_DIR={self.cache}", "-v", f"{self.cache}:{self.cache}"]
+            if cache
+            else []
+        )
+        user = ["--init", "--user", USER]
+        return ["run", "--rm", "-i", *terminal, *user, *mounted, *options, image, *command]
 
 
 @pytest.fixture
@@ -143,7 +156,7 @@ def test_train_mounts_relative_tf_files_at_its_absolute_path(docker, here):
     result = docker.run("train.sh", "tf_files", "--epochs", "5", "--json", cwd=here)
     assert result.returncode == 0, result.stderr
     tf_files = f"{here}/tf_files"
-    assert docker.run_call() == docker_run(
+    assert docker.run_call() == docker.expected_run(
         "-v", f"{tf_files}:{tf_files}", "--", "train", tf_files, "--epochs", "5", "--json"
     )
 
@@ -156,7 +169,7 @@ def test_train_creates_and_mounts_the_bottleneck_dir(docker, here):
     assert result.returncode == 0, result.stderr
     tf_files, cache = f"{here}/tf_files", f"{here.parent}/features cache"
     assert Path(cache).is_dir() and Path(cache).stat().st_uid == os.getuid()
-    assert docker.run_call() == docker_run(
+    assert docker.run_call() == docker.expected_run(
         "-v",
         f"{tf_files}:{tf_files}",
         "-v",
@@ -193,7 +206,7 @@ def test_guess_mounts_each_image_folder_read_only(docker, here):
         cwd=here,
     )
     assert result.returncode == 0, result.stderr
-    assert docker.run_call() == docker_run(
+    assert docker.run_call() == docker.expected_run(
         "-v",
         f"{here}/tf_files:{here}/tf_files",
         "-v",
@@ -227,7 +240,7 @@ def test_guess_dir_creates_dest_as_the_user_and_mounts_all_three(docker, here):
     assert result.returncode == 0, result.stderr
     destination = here / "sorted" / "by label"
     assert destination.is_dir() and destination.stat().st_uid == os.getuid()
-    assert docker.run_call() == docker_run(
+    assert docker.run_call() == docker.expected_run(
         "-v",
         f"{here}/tf_files:{here}/tf_files",
         "-v",
@@ -249,7 +262,7 @@ def test_a_missing_input_is_left_for_tensorguess_to_report(docker, here):
     result = docker.run("guess.sh", "tf_files", "nowhere/photo.jpg", cwd=here)
     assert result.returncode == 0, result.stderr
     assert not (here / "nowhere").exists()
-    assert docker.run_call() == docker_run(
+    assert docker.run_call() == docker.expected_run(
         "-v",
         f"{here}/tf_files:{here}/tf_files",
         "-v",
@@ -276,7 +289,85 @@ def test_help_runs_in_the_image_without_mounting_or_creating_anything(docker, he
     result = docker.run("guessDir.sh", "tf_files", "in", "out", "--help", cwd=here)
     assert result.returncode == 0, result.stderr
     assert not (here / "out").exists()
-    assert docker.run_call() == docker_run("--", "sort", "tf_files", "in", "out", "--help")
+    assert docker.run_call() == docker.expected_run(
+        "--", "sort", "tf_files", "in", "out", "--help", cache=False
+    )
+    assert not docker.cache.exists()
+
+
+def test_a_cache_folder_of_the_host_is_the_containers_writable_cache(docker, here):
+    # The image's own cache is read-only and `--rm` loses the container's /tmp: what a run
+    # converts is kept in a folder of the user's cache, apart from the native cache's entries.
+    (here / "tf_files").mkdir()
+    result = docker.run("train.sh", "tf_files", cwd=here)
+    assert result.returncode == 0, result.stderr
+    cache, tf_files = str(docker.xdg_cache / "tensorguess" / "docker"), f"{here}/tf_files"
+    assert Path(cache).is_dir() and Path(cache).stat().st_uid == os.getuid()
+    assert [path.name for path in (docker.xdg_cache / "tensorguess").iterdir()] == ["docker"]
+    assert docker.run_call() == [
+        "run",
+        "--rm",
+        "-i",
+        "--init",
+        "--user",
+        USER,
+        "-e",
+        f"TENSORGUESS_CACHE_DIR={cache}",
+        "-v",
+        f"{cache}:{cache}",
+        "-v",
+        f"{tf_files}:{tf_files}",
+        IMAGE,
+        "train",
+        tf_files,
+    ]
+
+
+def test_tensorguess_docker_cache_moves_the_cache_and_none_leaves_it_out(docker, here):
+    (here / "tf_files").mkdir()
+    moved = docker.run("train.sh", "tf_files", cwd=here, TENSORGUESS_DOCKER_CACHE="my cache")
+    off = docker.run("train.sh", "tf_files", cwd=here, TENSORGUESS_DOCKER_CACHE="none")
+    assert moved.returncode == 0 and off.returncode == 0, moved.stderr + off.stderr
+    assert (here / "my cache").is_dir() and not docker.cache.exists()
+    runs = [call for call in docker.calls() if call[0] == "run"]
+    mount = ["-v", f"{here}/tf_files:{here}/tf_files", "--", "train", f"{here}/tf_files"]
+    assert runs[0] == docker.expected_run(
+        "-e",
+        f"TENSORGUESS_CACHE_DIR={here}/my cache",
+        "-v",
+        f"{here}/my cache:{here}/my cache",
+        *mount,
+        cache=False,
+    )
+    assert runs[1] == docker.expected_run(*mount, cache=False)
+
+
+def test_a_cache_that_cannot_be_created_costs_a_warning_not_the_run(docker, here):
+    (here / "tf_files").mkdir()
+    (here / "a file").write_text("")
+    result = docker.run("train.sh", "tf_files", cwd=here, TENSORGUESS_DOCKER_CACHE="a file/cache")
+    assert result.returncode == 0, result.stderr
+    assert "could not create the cache folder a file/cache" in result.stderr
+    assert docker.run_call() == docker.expected_run(
+        "-v", f"{here}/tf_files:{here}/tf_files", "--", "train", f"{here}/tf_files", cache=False
+    )
+
+
+def test_a_folder_that_is_also_the_cache_is_mounted_once(docker, here):
+    (here / "tf_files").mkdir()
+    result = docker.run("train.sh", "tf_files", cwd=here, TENSORGUESS_DOCKER_CACHE="tf_files")
+    assert result.returncode == 0, result.stderr
+    tf_files = f"{here}/tf_files"
+    assert docker.run_call() == docker.expected_run(
+        "-e",
+        f"TENSORGUESS_CACHE_DIR={tf_files}",
+        "-v",
+        f"{tf_files}:{tf_files}",
+        "--",
+        "train",
+        tf_files,
+        cache=False,
+    )
 
 
 @pytest.mark.parametrize(
@@ -293,7 +384,7 @@ def test_gpus_only_with_the_nvidia_runtime_or_when_asked(docker, here, runtimes,
     env = {"STAND_IN_RUNTIMES": runtimes, **({"TENSORGUESS_GPUS": gpus} if gpus else {})}
     result = docker.run("train.sh", "tf_files", cwd=here, **env)
     assert result.returncode == 0, result.stderr
-    assert docker.run_call() == docker_run(
+    assert docker.run_call() == docker.expected_run(
         *expected, "-v", f"{here}/tf_files:{here}/tf_files", "--", "train", f"{here}/tf_files"
     )
 
@@ -308,7 +399,7 @@ def test_the_engine_chosen_on_the_host_holds_in_the_container(docker, here):
         TENSORGUESS_ENGINE="openvino-f32",
     )
     assert result.returncode == 0, result.stderr
-    assert docker.run_call() == docker_run(
+    assert docker.run_call() == docker.expected_run(
         "--gpus",
         "all",
         "-e",
@@ -337,7 +428,7 @@ def test_a_terminal_gets_a_tty(docker, here):
         os.close(follower)
         os.close(leader)
     assert result.returncode == 0, result.stderr
-    assert docker.run_call() == docker_run(
+    assert docker.run_call() == docker.expected_run(
         "-v", f"{here}/tf_files:{here}/tf_files", "--", "train", f"{here}/tf_files", tty=True
     )
 
@@ -348,7 +439,7 @@ def test_tensorguess_image_overrides_the_tag(docker, here):
     assert result.returncode == 0, result.stderr
     calls = docker.calls()
     assert calls[1] == ["image", "inspect", "me/tg:dev"]
-    assert calls[2] == docker_run(
+    assert calls[2] == docker.expected_run(
         "-v",
         f"{here}/tf_files:{here}/tf_files",
         "--",
