@@ -295,6 +295,19 @@ def test_help_runs_in_the_image_without_mounting_or_creating_anything(docker, he
     assert not docker.cache.exists()
 
 
+def test_abbreviated_and_unknown_options_pass_through_unchanged(docker, here):
+    # The container's parser refuses them (exit 2), as the native one does: the wrapper
+    # must neither guess what they mean nor create or mount what follows them.
+    (here / "tf_files").mkdir()
+    arguments = ["--bottleneck", "../features", "--summaries=logs", "--grap", "old/g.pb", "--nope"]
+    result = docker.run("train.sh", "tf_files", *arguments, cwd=here)
+    assert result.returncode == 0, result.stderr
+    assert not (here.parent / "features").exists() and not (here / "logs").exists()
+    assert docker.run_call() == docker.expected_run(
+        "-v", f"{here}/tf_files:{here}/tf_files", "--", "train", f"{here}/tf_files", *arguments
+    )
+
+
 def test_a_cache_folder_of_the_host_is_the_containers_writable_cache(docker, here):
     # The image's own cache is read-only and `--rm` loses the container's /tmp: what a run
     # converts is kept in a folder of the user's cache, apart from the native cache's entries.
