@@ -57,7 +57,15 @@ tensorguess_ensure_venv() {
       return 0
     fi
   fi
-  echo "tensorguess: setting up $TENSORGUESS_VENV (first run only; this takes a few minutes)..." >&2
+  # Say what really happens: test.sh after the wrappers only adds its extras, and a change of
+  # the pins updates an environment that exists.
+  if [ ! -x "$TENSORGUESS_VENV/bin/python" ] || [ ! -f "$stamp" ]; then
+    echo "tensorguess: setting up $TENSORGUESS_VENV (first run only; this takes a few minutes)..." >&2
+  elif grep -q "^$key " "$stamp"; then
+    echo "tensorguess: adding the ${extras:-core} extras to $TENSORGUESS_VENV (once)..." >&2
+  else
+    echo "tensorguess: updating $TENSORGUESS_VENV to the changed pyproject.toml, constraints.txt or version..." >&2
+  fi
   if [ ! -x "$TENSORGUESS_VENV/bin/python" ]; then
     "$(tensorguess_python)" -m venv "$TENSORGUESS_VENV" || tensorguess_fail "could not create $TENSORGUESS_VENV"
   fi

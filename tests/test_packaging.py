@@ -1,12 +1,15 @@
-"""Packaging: the version is written once, and constraints.txt pins every requirement."""
+"""Packaging: the version is written once, constraints.txt pins every requirement, and the
+virtual environment's set-up says what it does."""
 
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -51,3 +54,52 @@ def test_constraints_pin_every_requirement_of_every_extra():
         name = canonicalize_name(requirement.name)
         assert name in pinned, f"{requirement} is not pinned in constraints.txt"
         assert requirement.specifier.contains(pinned[name]), f"{name}=={pinned[name]}"
+
+
+def ensure_venv(venv: Path, extras: str) -> str:
+    """Run the wrappers' set-up of `venv` (whose python only records the call); its stderr."""
+    script = f'source "{ROOT}/scripts/runtime.sh" && tensorguess_ensure_venv "$1"'
+    environment = {**os.environ, "TENSORGUESS_VENV": str(venv)}
+    return subprocess.run(
+        ["bash", "-c", script, "bash", extras],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stderr
+
+
+def install_key() -> str:
+    script = f'source "{ROOT}/scripts/runtime.sh" && tensorguess_install_key'
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    return result.stdout.strip()
+
+
+@pytest.mark.parametrize(
+    ("stamp", "extras", "says"),
+    [
+        (None, "test", "setting up {venv} (first run only"),
+        ("{key} core", "test", "adding the test extras to {venv} (once)"),
+        ("0 core", "", "updating {venv} to the changed pyproject.toml"),
+        ("{key} test", "", None),
+        ("{key} test", "test", None),
+    ],
+)
+def test_setting_up_the_venv_says_what_it_does(tmp_path, stamp, extras, says):
+    # test.sh after demo.sh only adds its extras: "first run only" would be untrue.
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    calls = tmp_path / "python-calls"
+    python = venv / "bin" / "python"
+    python.write_text(f'#!/bin/sh\necho "$*" >> "{calls}"\n')
+    python.chmod(0o755)
+    key = install_key()
+    if stamp:
+        (venv / ".tensorguess-installed").write_text(stamp.format(key=key) + "\n")
+    stderr = ensure_venv(venv, extras)
+    if says is None:
+        assert stderr == "" and not calls.exists()
+    else:
+        assert stderr.splitlines() == [stderr.strip()]
+        assert says.format(venv=venv) in stderr and "pip install" in calls.read_text()
+        assert f"{key} {extras or 'core'}" in (venv / ".tensorguess-installed").read_text()
