@@ -4,7 +4,8 @@
 # TENSORGUESS_RUNTIME=auto|docker|native (default auto). Natively it runs from a
 # project-managed virtual environment (TENSORGUESS_VENV, default .venv beside this
 # project) created on first use with the pinned dependencies in constraints.txt;
-# later runs reuse it and reinstall only when pyproject.toml or constraints.txt change.
+# later runs reuse it and reinstall only when pyproject.toml, constraints.txt or the
+# version change.
 #
 # In Docker it runs in the image tensorguess:<version> (TENSORGUESS_IMAGE overrides the
 # tag) as the calling user, with the folders named on the command line mounted at their
