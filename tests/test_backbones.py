@@ -30,15 +30,6 @@ SAMPLE_CLASSES = [285, 967, 657]
 OTHER_VARIANTS = [name for name in efficientnet_lite.VARIANTS if name != "efficientnet_lite0"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def module_cache(tmp_path_factory):
-    """Keep every conversion in a temporary cache, never the user's ~/.cache."""
-    with pytest.MonkeyPatch.context() as patch:
-        directory = tmp_path_factory.mktemp("cache")
-        patch.setenv("TENSORGUESS_CACHE_DIR", str(directory))
-        yield directory
-
-
 @pytest.fixture(scope="module")
 def lite0() -> EfficientNetLite:
     return get_backbone("efficientnet_lite0")
@@ -108,10 +99,10 @@ def test_too_small_an_image_size_is_refused():
         get_backbone("efficientnet_lite0", image_size=8)
 
 
-def test_second_build_loads_from_the_cache_with_identical_features(tmp_path, monkeypatch):
-    monkeypatch.setenv("TENSORGUESS_CACHE_DIR", str(tmp_path))
-    first = EfficientNetLite("efficientnet_lite0")
-    assert list((tmp_path / "backbones").glob("*.npz"))
+def test_second_build_loads_from_the_cache_with_identical_features(lite0, monkeypatch):
+    # The session's cache already holds the conversion lite0 made.
+    first = lite0
+    assert list((efficientnet_lite.backbone_cache_directory()).glob("efficientnet_lite0-*.npz"))
 
     def no_conversion(path):
         raise AssertionError("converted again instead of using the cache")
@@ -122,11 +113,13 @@ def test_second_build_loads_from_the_cache_with_identical_features(tmp_path, mon
     np.testing.assert_array_equal(first.features(pixels), second.features(pixels))
 
 
-def test_a_corrupt_cache_file_is_rebuilt(tmp_path, monkeypatch):
+def test_a_corrupt_cache_file_is_rebuilt(lite0, tmp_path, monkeypatch):
+    first = lite0
+    (session,) = efficientnet_lite.backbone_cache_directory().glob("efficientnet_lite0-*.npz")
+    good = session.read_bytes()
     monkeypatch.setenv("TENSORGUESS_CACHE_DIR", str(tmp_path))
-    first = EfficientNetLite("efficientnet_lite0")
-    (cached,) = (tmp_path / "backbones").glob("*.npz")
-    good = cached.read_bytes()
+    cached = efficientnet_lite.backbone_cache_directory() / session.name
+    cached.parent.mkdir(parents=True)
     cached.write_bytes(good[: len(good) // 2])
 
     again = EfficientNetLite("efficientnet_lite0")

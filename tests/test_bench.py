@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import draw_photos, tensorguess
+from helpers import draw_photos, tensorguess
 from tensorguess.bench import legacy_sort
 
 

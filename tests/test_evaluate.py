@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 
-from conftest import LABELS, draw_photos, tensorguess
+from helpers import LABELS, draw_photos, one_line_error, tensorguess
 from tensorguess.evaluate import score_table
 
 
@@ -107,3 +107,21 @@ def test_evaluate_an_old_tools_graph_with_label_image_flags(trained, tmp_path):
         "DecodeJpeg/contents",
     )
     assert "Accuracy = 100.0% (N=8)" in result.stdout
+
+
+def test_evaluate_one_label_and_a_dash_for_a_label_without_photos(trained, tmp_path):
+    tf_files, _ = trained
+    draw_photos(tmp_path / "checked" / "circle", "circle", 3, seed=44)
+    result = tensorguess("evaluate", tf_files, tmp_path / "checked")
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Accuracy = 100.0% (N=3)", result.stdout
+    assert re.match(r"circle\s+1\.000\s+1\.000\s+1\.000\s+3$", lines[2])
+    assert re.match(r"square\s+-\s+-\s+-\s+0$", lines[3]), result.stdout
+
+
+def test_evaluate_on_photos_without_label_folders_says_what_to_do(trained, tmp_path):
+    draw_photos(tmp_path / "flat", "circle", 2, seed=45)
+    result = tensorguess("evaluate", trained[0], tmp_path / "flat", check=False)
+    one_line_error(
+        result, "2 images directly in the folder but no label folders", "flat/<label>/"
+    )

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from tensorguess import export
 from tensorguess.export import export_model
-from tensorguess.train import TrainedHead
+from tensorguess.head import TrainedHead
 
 
 class TinyBackbone:
@@ -38,7 +38,7 @@ def _export(tf_files: Path, labels: list[str]) -> None:
         test_count=1,
         epochs_run=1,
     )
-    export_model(tf_files, TinyBackbone(), "tiny", head, labels, {})
+    export_model(tf_files, TinyBackbone(), "tiny", head, labels, "f32", {})
 
 
 def _model(tf_files: Path) -> dict[str, str]:

@@ -15,7 +15,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from corpus import drawn, encode_formats
+from helpers import drawn, encode_formats
 from tensorguess.images import UnreadableImage, load_pixels, pixel_batches
 
 SIZE = 32

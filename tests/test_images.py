@@ -9,7 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from corpus import drawn, with_orientation, write_broken, write_formats
+from helpers import drawn, with_orientation, write_broken, write_formats
 from tensorguess.images import UnreadableImage, load_pixels, pixel_batches
 
 SIZE = 224

@@ -17,11 +17,11 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import draw_photos, tensorguess
+from helpers import draw_photos, tensorguess
 from tensorguess.backbones import get_backbone
 from tensorguess.bottlenecks import features_key, features_runner
+from tensorguess.engines import engine_precision, resolved_engine, run_ahead
 from tensorguess.images import load_pixels
-from tensorguess.inference import engine_precision, resolved_engine, run_ahead
 from tensorguess.predict import load_classifier
 
 
@@ -115,14 +115,14 @@ def test_run_ahead_keeps_batches_in_order():
 
 
 def test_the_cache_keeps_the_most_recently_used_converted_models(tmp_path):
-    from tensorguess import inference
+    from tensorguess.engines import openvino
 
-    for number in range(inference.MAX_CACHED_MODELS + 4):
+    for number in range(openvino.MAX_CACHED_MODELS + 4):
         entry = tmp_path / f"model-{number:02d}"
         entry.mkdir()
         os.utime(entry, (1_000_000 + number, 1_000_000 + number))
     os.utime(tmp_path / "model-00", None)  # just used: newest of all
-    inference._prune(tmp_path)
+    openvino.prune(tmp_path)
     kept = sorted(entry.name for entry in tmp_path.iterdir())
-    assert len(kept) == inference.MAX_CACHED_MODELS
+    assert len(kept) == openvino.MAX_CACHED_MODELS
     assert "model-00" in kept and "model-01" not in kept and "model-19" in kept

@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import draw_photos, tensorguess
+from helpers import SUPERHEROES, draw_photos, label_image_2016, label_image_2017, tensorguess
 from tensorguess.images import load_pixels
 from tensorguess.predict import Classifier, load_classifier
-
-
-def label_image_2016(graph_path, labels_path, image_path):
-    """label_image.py (2016) as it was, under tf.compat.v1: feed bytes, read final_result."""
-    tf1 = tf.compat.v1
-    labels = [line.rstrip() for line in tf1.gfile.GFile(str(labels_path))]
-    with tf.Graph().as_default():
-        graph_def = tf1.GraphDef()
-        with tf1.gfile.FastGFile(str(graph_path), "rb") as stream:
-            graph_def.ParseFromString(stream.read())
-        tf.import_graph_def(graph_def, name="")
-        image_data = tf1.gfile.FastGFile(str(image_path), "rb").read()
-        with tf1.Session() as session:
-            softmax = session.graph.get_tensor_by_name("final_result:0")
-            predictions = session.run(softmax, {"DecodeJpeg/contents:0": image_data})
-    return labels, predictions
 
 
 def test_2016_label_image_runs_on_the_exported_graph(trained, tmp_path):
@@ -123,3 +110,81 @@ def test_our_graph_through_its_2016_bytes_input(trained, tmp_path):
     (photo,) = draw_photos(tmp_path, "circle", 1, seed=23)
     result = tensorguess("guess", tf_files, photo, "--input_layer", "DecodeJpeg/contents")
     assert result.stdout.splitlines()[0].startswith("circle (score = ")
+
+
+def _mobilenet_style_graph(folder):
+    """A graph laid out like TensorFlow for Poets 2's MobileNet: float input `input` [1, 224,
+    224, 3] normalised (x - 128) / 128, softmax `final_result` over two labels.
+
+    Inside: EfficientNet-Lite0's features (a real network, so the scores depend on the
+    pixels as a real model's do) and a fixed random head that keeps scores away from 0 and 1.
+    """
+    from tensorguess.backbones import get_backbone
+    from tensorguess.engines import freeze_pixels_function
+
+    backbone = get_backbone("efficientnet_lite0")
+    kernel = tf.constant(np.random.default_rng(7).normal(0, 0.06, size=(1280, 2)), tf.float32)
+
+    def classify(pixels):
+        return tf.nn.softmax(tf.matmul(backbone.features(pixels), kernel))
+
+    core, core_input, core_output = freeze_pixels_function(classify, 224)
+    tf1 = tf.compat.v1
+    with tf.Graph().as_default() as graph:
+        normalised = tf1.placeholder(tf.float32, [1, 224, 224, 3], name="input")
+        (scores,) = tf.graph_util.import_graph_def(
+            core,
+            input_map={f"{core_input}:0": normalised * 128.0 + 128.0},
+            return_elements=[f"{core_output}:0"],
+            name="mobilenet",
+        )
+        tf.identity(scores, name="final_result")
+    folder.mkdir(parents=True, exist_ok=True)
+    graph_path = folder / "retrained_graph.pb"
+    graph_path.write_bytes(graph.as_graph_def().SerializeToString())
+    (folder / "retrained_labels.txt").write_text("first\nsecond\n")
+    return graph_path
+
+
+@pytest.mark.skipif(not SUPERHEROES.is_dir(), reason="needs ../shared/datasets/superheroes")
+def test_an_old_mobilenet_graph_answers_as_the_2017_label_image_did(tmp_path):
+    photos = sorted((SUPERHEROES / "test_data").glob("*.jpg"))
+    graph = _mobilenet_style_graph(tmp_path / "tf_files")
+    expected = label_image_2017(graph, photos, "input", 224, 128, 128)
+    # Scores a preprocessing can move: mostly away from 0 and 1.
+    assert ((expected > 0.02) & (expected < 0.98)).mean() > 0.9
+
+    result = tensorguess("guess", tmp_path / "tf_files", *photos, "--json")  # no flags
+    answers = json.loads(result.stdout)
+    got = np.array(
+        [[p["score"] for p in sorted(a["predictions"], key=lambda p: p["label"])] for a in answers]
+    )
+    np.testing.assert_allclose(got, expected, atol=0.01)
+    assert Classifier(graph, graph.with_name("retrained_labels.txt")).engine in (
+        "openvino-f32",
+        "tensorflow",
+    )  # an old graph runs in float32 under auto, whatever the CPU prefers
+
+    # What the test guards against: our own decoder (EXIF, box filter) moves these scores.
+    ours = np.stack([load_pixels(photo, 224) for photo in photos]).astype(np.float32)
+    runner = Classifier(graph, graph.with_name("retrained_labels.txt"), engine="tensorflow")
+    moved = np.concatenate([runner._scores((pixels[None] - 128) / 128) for pixels in ours])
+    assert np.abs(moved - expected).max() > 0.01
+
+
+def test_our_model_names_its_precision_and_an_altered_graph_falls_back_to_float32(trained_copy):
+    from tensorguess.engines import engine_precision, resolved_engine
+
+    metadata = json.loads((trained_copy / "tensorguess.json").read_text())
+    graph = trained_copy / "retrained_graph.pb"
+    assert metadata["precision"] == engine_precision(resolved_engine("auto"))
+    assert metadata["graph_sha256"] == hashlib.sha256(graph.read_bytes()).hexdigest()
+    assert load_classifier(trained_copy).precision == metadata["precision"]
+    # Another graph put in its place is not the one the metadata describes: float32.
+    graph_def = tf.compat.v1.GraphDef.FromString(graph.read_bytes())
+    extra = graph_def.node.add()
+    extra.CopyFrom(graph_def.node[0])
+    extra.name = "an_unused_copy"
+    graph.write_bytes(graph_def.SerializeToString())
+    classifier = load_classifier(trained_copy)
+    assert classifier.precision == "f32" and classifier.engine in ("openvino-f32", "tensorflow")

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, draw_photos, tensorguess, wrapper
-from corpus import write_broken, write_formats
+from helpers import ROOT, draw_photos, tensorguess, wrapper, write_broken, write_formats
 from tensorguess import cli
+from tensorguess.cli import common, sample_data
 from tensorguess.errors import TensorguessError
 from tensorguess.predict import load_classifier
 from tensorguess.sort import sort_folder
@@ -269,22 +269,6 @@ def test_guess_dir_move_and_min_score_through_the_script(trained, tmp_path):
     assert all(name.startswith("unsure-square-") for name in images)  # no score reaches 1
 
 
-def test_guess_dir_move_mounts_src_read_write_in_docker(tmp_path):
-    from test_docker_wrappers import StandIn, docker_run
-
-    docker, here = StandIn(tmp_path), tmp_path / "work"
-    for folder in ("tf_files", "unsorted"):
-        (here / folder).mkdir(parents=True)
-    result = docker.run("guessDir.sh", "tf_files", "unsorted", "sorted", "--move", cwd=here)
-    assert result.returncode == 0, result.stderr
-    assert docker.run_call() == docker_run(
-        *("-v", f"{here}/tf_files:{here}/tf_files"),
-        *("-v", f"{here}/unsorted:{here}/unsorted"),  # not :ro, so sources can be removed
-        *("-v", f"{here}/sorted:{here}/sorted"),
-        *("--", "sort", f"{here}/tf_files", f"{here}/unsorted", f"{here}/sorted", "--move"),
-    )
-
-
 # models ---------------------------------------------------------------------------------
 
 
@@ -331,6 +315,33 @@ def test_labels_that_do_not_match_the_graph_stop_a_sort_before_any_copy(trained_
     assert _sorted_images(tmp_path / "out") == {}
 
 
+def test_the_train_lock_is_taken_before_tensorflow_is_loaded(trained_copy, tmp_path):
+    # A TensorFlow that takes a minute to import: a train holding the lock only after the
+    # import would let a second train start meanwhile; ours is refused at once.
+    slow = tmp_path / "slow" / "tensorflow"
+    slow.mkdir(parents=True)
+    (slow / "__init__.py").write_text("import time\ntime.sleep(90)\n")
+    python_path = os.pathsep.join(filter(None, [str(slow.parent), os.environ.get("PYTHONPATH")]))
+    command = [sys.executable, "-m", "tensorguess", "train", str(trained_copy), "--preset", "fast"]
+    lock = trained_copy / ".tensorguess.lock"
+    first = subprocess.Popen(
+        command,
+        env={**os.environ, "PYTHONPATH": python_path},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _until(lambda: lock.exists() and lock.read_text().strip() == str(first.pid), timeout=60)
+        started = time.monotonic()
+        second = tensorguess(*command[3:], check=False, PYTHONPATH=python_path)
+        assert second.returncode == 1, second.stderr
+        assert "another train is running on this folder" in second.stderr
+        assert time.monotonic() - started < 60  # refused, not waiting for the slow import
+    finally:
+        first.kill()
+        first.wait()
+
+
 # exit codes -----------------------------------------------------------------------------
 
 
@@ -346,8 +357,8 @@ def test_exit_codes_are_as_documented(trained, tmp_path, monkeypatch, capsys):
     def broken_command(args):
         raise RuntimeError("a bug")
 
-    monkeypatch.setitem(cli.COMMANDS, "sample-data", broken_command)
-    assert cli.main(["sample-data", str(tmp_path / "sample")]) == cli.EXIT_BUG == 3
+    monkeypatch.setattr(sample_data, "run", broken_command)
+    assert cli.main(["sample-data", str(tmp_path / "sample")]) == common.EXIT_BUG == 3
     assert capsys.readouterr().err == (
         "tensorguess: internal error: RuntimeError: a bug (rerun with --debug)\n"
     )

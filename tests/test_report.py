@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import LABELS
+from helpers import LABELS
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -48,6 +48,10 @@ def test_report_is_one_self_contained_page(trained):
     for label in LABELS:
         assert re.search(rf"<tr><td>{label}</td>(<td>[\d.]+</td>){{4}}</tr>", page)
     assert "efficientnet_lite0 at 224 px" in page
+    # The settings in words: the preset by name, and only what this preset used.
+    assert "<dt>preset</dt><dd>fast</dd>" in page
+    assert "<dt>fine-tuning</dt><dd>off</dd>" in page
+    assert "fine_tune_blocks" not in page and "=None" not in page
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")

@@ -10,11 +10,12 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import draw_photos
+from helpers import draw_photos
 from tensorguess.errors import TensorguessError
 from tensorguess.files import file_digest, folder_lock
 from tensorguess.predict import load_classifier
 from tensorguess.sort import (
+    FreeNames,
     copy_without_overwriting,
     remove_verified_source,
     safe_name_part,
@@ -48,7 +49,8 @@ def test_taken_names_get_a_number_and_nothing_is_overwritten(tmp_path):
     destination = tmp_path / "out"
     destination.mkdir()
     (destination / "elsa-0.99000.jpg").write_bytes(b"already here")
-    made = [copy_without_overwriting(source, destination, "elsa-0.99000.jpg") for _ in range(2)]
+    names = FreeNames(destination)
+    made = [copy_without_overwriting(source, names, "elsa-0.99000.jpg") for _ in range(2)]
     assert [path.name for path in made] == ["elsa-0.99000-1.jpg", "elsa-0.99000-2.jpg"]
     assert (destination / "elsa-0.99000.jpg").read_bytes() == b"already here"
     assert sorted(p.name for p in destination.iterdir()) == [
@@ -56,6 +58,35 @@ def test_taken_names_get_a_number_and_nothing_is_overwritten(tmp_path):
         "elsa-0.99000-2.jpg",
         "elsa-0.99000.jpg",
     ]
+
+
+def test_many_photos_with_one_name_cost_a_linear_number_of_attempts(tmp_path, monkeypatch):
+    # 5,000 copies of one photo all want `label-1.00000.jpg`: trying -1, -2, ... from the
+    # start for each would take 12.5 million attempts.
+    attempts = []
+    link = os.link
+
+    def counting_link(source, target, *args, **kwargs):
+        attempts.append(target)
+        return link(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(os, "link", counting_link)
+    source = tmp_path / "photo.jpg"
+    source.write_bytes(b"the same photo")
+    destination = tmp_path / "out"
+    destination.mkdir()
+    count = 300
+    names = FreeNames(destination)
+    for _ in range(count):
+        copy_without_overwriting(source, names, "circle-1.00000.jpg")
+    assert len(attempts) == count
+    # A later run into the same DEST looks past the taken names once, not once per photo.
+    attempts.clear()
+    names = FreeNames(destination)
+    for _ in range(count):
+        copy_without_overwriting(source, names, "circle-1.00000.jpg")
+    assert len(attempts) == 2 * count
+    assert len(list(destination.glob("circle-1.00000*.jpg"))) == 2 * count
 
 
 # Sorting whole folders, in-process with the session's model (fast: no interpreter start).

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from conftest import SUPERHEROES, wrapper
+from helpers import SUPERHEROES, wrapper
 
 pytestmark = pytest.mark.skipif(
     not SUPERHEROES.is_dir(), reason="../shared/datasets/superheroes is not present"

@@ -9,11 +9,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import draw_photos, tensorguess, wrapper
-from tensorguess.augment import Distortions, distort, pixel_seeds
+from helpers import (
+    colour_photos,
+    draw_photos,
+    label_image_2016,
+    save_colour_features_model,
+    tensorguess,
+    wrapper,
+)
+from tensorguess.augment import distort, pixel_seeds
+from tensorguess.head import SplitData, label_weights, train_head
+from tensorguess.options import DistortionOptions, HeadOptions
 from tensorguess.presets import PRESETS, preset_options
-from tensorguess.train import HeadOptions, SplitData, label_weights, train_head
-from test_predict import label_image_2016
 
 
 def _blobs(counts, spread, seed=0):
@@ -37,11 +44,11 @@ def _recall(head, split, label):
 def test_balanced_class_weights_find_more_of_a_rare_label():
     train, validation = _blobs((900, 60), 1.2, seed=1), _blobs((300, 20), 1.2, seed=2)
     test = _blobs((300, 100), 1.2, seed=3)
-    quiet = dict(epochs=40, report_every=1000)
-    plain = train_head(train, validation, test, 2, HeadOptions(**quiet), report=lambda _: None)
-    balanced = train_head(
-        train, validation, test, 2, HeadOptions(balance_labels=True, **quiet), lambda _: None
-    )
+    quiet = dict(epochs=40, label_smoothing=0.0)
+    plain = HeadOptions(class_weights="none", **quiet)
+    balanced = HeadOptions(class_weights="balanced", **quiet)
+    plain = train_head(train, validation, test, 2, plain, say=lambda _: None)
+    balanced = train_head(train, validation, test, 2, balanced, say=lambda _: None)
     assert _recall(balanced, test, 1) > _recall(plain, test, 1) + 0.2
 
 
@@ -55,11 +62,11 @@ def test_balanced_weights_give_every_label_the_same_total():
 
 def test_label_smoothing_keeps_scores_off_certainty():
     data = _blobs((200, 200), 0.05)
-    fast = dict(epochs=100, learning_rate=0.05)
-    confident = train_head(data, data, data, 2, HeadOptions(**fast), report=lambda _: None)
-    smoothed = train_head(
-        data, data, data, 2, HeadOptions(label_smoothing=0.2, **fast), report=lambda _: None
-    )
+    fast = dict(epochs=100, learning_rate=0.05, class_weights="none")
+    confident = HeadOptions(label_smoothing=0.0, **fast)
+    confident = train_head(data, data, data, 2, confident, say=lambda _: None)
+    smoothed = HeadOptions(label_smoothing=0.2, **fast)
+    smoothed = train_head(data, data, data, 2, smoothed, say=lambda _: None)
     # Smoothing 0.2 over two labels makes 0.9 the best score a photo can be given.
     assert confident.probabilities(data.features).max() > 0.99
     assert smoothed.probabilities(data.features).max() < 0.95
@@ -69,7 +76,7 @@ def test_label_smoothing_keeps_scores_off_certainty():
 def test_a_distorted_view_is_reproducible_and_views_differ():
     rng = np.random.default_rng(0)
     pixels = tf.constant(rng.uniform(0, 255, size=(2, 64, 64, 3)).astype(np.float32))
-    settings = Distortions(2, flip_left_right=True, random_crop=10, random_scale=20)
+    settings = DistortionOptions(2, flip_left_right=True, random_crop=10, random_scale=20)
     first = distort(pixels, pixel_seeds(pixels, 1), settings, 64).numpy()
     again = distort(pixels, pixel_seeds(pixels, 1), settings, 64).numpy()
     other = distort(pixels, pixel_seeds(pixels, 2), settings, 64).numpy()
@@ -81,7 +88,7 @@ def test_a_distorted_view_is_reproducible_and_views_differ():
 def test_flip_alone_mirrors_or_keeps_the_photo():
     rng = np.random.default_rng(1)
     pixels = tf.constant(rng.uniform(0, 255, size=(16, 32, 32, 3)).astype(np.float32))
-    flip_only = Distortions(variants=1, flip_left_right=True)
+    flip_only = DistortionOptions(views=1, flip_left_right=True)
     before = pixels.numpy()
     after = distort(pixels, pixel_seeds(pixels, 1), flip_only, 32).numpy()
     mirrored = np.isclose(after, before[:, :, ::-1], atol=1e-3).all(axis=(1, 2, 3))
@@ -91,9 +98,10 @@ def test_flip_alone_mirrors_or_keeps_the_photo():
 
 def test_presets_and_flags():
     assert preset_options("balanced") == preset_options()
-    assert preset_options().fine_tune and not preset_options("fast").fine_tune
+    assert preset_options().fine_tune.enabled and not preset_options("fast").fine_tune.enabled
     best = preset_options("best", fine_tune_epochs=1)
-    assert best.fine_tune_blocks > preset_options().fine_tune_blocks and best.fine_tune_epochs == 1
+    assert best.fine_tune.blocks > preset_options().fine_tune.blocks
+    assert best.fine_tune.epochs == 1 and best.preset == "best"
     assert set(PRESETS) == {"fast", "balanced", "best"}
     help_text = tensorguess("train", "--help").stdout
     assert "--preset {fast,balanced,best}" in help_text
@@ -166,15 +174,31 @@ def test_out_of_range_options_are_usage_errors(tmp_path, flag):
 
 
 def test_fine_tune_of_a_hub_backbone_is_refused_before_any_work(tmp_path):
-    from test_hub import _ColourFeatures, _photos
-
-    model_dir = tmp_path / "feature_vector"
-    tf.saved_model.save(_ColourFeatures(), str(model_dir))
-    _photos(tmp_path / "tf_files" / "data" / "red", (220, 30, 30), 4, 1)
-    _photos(tmp_path / "tf_files" / "data" / "blue", (30, 30, 220), 4, 2)
+    model_dir = save_colour_features_model(tmp_path / "feature_vector")
+    colour_photos(tmp_path / "tf_files" / "data" / "red", (220, 30, 30), 4, 1)
+    colour_photos(tmp_path / "tf_files" / "data" / "blue", (30, 30, 220), 4, 2)
     result = tensorguess(
         "train", tmp_path / "tf_files", "--backbone", f"hub:{model_dir}", "--fine_tune", check=False
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "efficientnet_lite backbones only" in result.stderr
     assert "Features:" not in result.stdout
+
+
+def test_distorted_views_are_computed_by_the_engine_asked_for(trained_copy):
+    from tensorguess.engines import engine_precision, resolved_engine
+
+    if engine_precision(resolved_engine("openvino")) == "f32":
+        pytest.skip("OpenVINO computes in float32 on this CPU: nothing to mix up")
+    wrapper(
+        "train.sh",
+        trained_copy,
+        *"--preset fast --flip_left_right --distorted_views 1 --engine tensorflow".split(),
+        "--testing_percentage",
+        "20",
+        "--no_report",
+    )
+    cache = trained_copy / "bottlenecks"
+    views = [path.relative_to(cache) for path in cache.rglob("distorted-*") if path.is_dir()]
+    # float32 (TensorFlow) views only, beside float32 plain features: no bfloat16 in this run.
+    assert views and not [view for view in views if "bf16" in str(view)], views

@@ -8,7 +8,7 @@ import json
 import re
 import shutil
 
-from conftest import LABELS, draw_photos, make_tf_files, wrapper
+from helpers import LABELS, draw_photos, make_tf_files, one_line_error, wrapper
 
 SCORE_LINE = re.compile(r"^(\S+) \(score = (\d\.\d{5})\)$")
 
@@ -114,32 +114,35 @@ def test_guess_dir_relative_paths(trained, tmp_path):
     draw_photos(tmp_path / "in", "square", 2, seed=13)
     wrapper("guessDir.sh", "model", "in", "out", cwd=tmp_path)
     assert len(list((tmp_path / "out").glob("square-*.jpg"))) == 2
+    draw_photos(tmp_path / "one", "circle", 1, seed=13)
+    single = wrapper("guessDir.sh", "model", "one", "out", cwd=tmp_path)
+    assert "Sorted 1 image into out (circle 1)" in single.stdout
 
 
-def _one_line_error(result, *words):
-    assert result.returncode == 1, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("tensorguess: error:")]
-    assert len(lines) == 1, result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
+def test_guess_dir_into_a_file_says_so(trained, tmp_path):
+    draw_photos(tmp_path / "in", "square", 1, seed=13)
+    (tmp_path / "sorted").write_text("my notes")
+    result = wrapper("guessDir.sh", trained[0], tmp_path / "in", tmp_path / "sorted", check=False)
+    one_line_error(result, "sorted: DEST is a file, not a folder")
+    assert (tmp_path / "sorted").read_text() == "my notes"
 
 
 def test_empty_data_folder_is_one_clear_line(tmp_path):
     (tmp_path / "tf_files" / "data").mkdir(parents=True)
     result = wrapper("train.sh", tmp_path / "tf_files", check=False)
-    _one_line_error(result, "no images found", "data")
+    one_line_error(result, "no images found", "data")
 
 
-def test_single_label_is_one_clear_line(tmp_path):
+def test_single_label_is_one_clear_line_naming_the_empty_folder(tmp_path):
     draw_photos(tmp_path / "tf_files" / "data" / "circle", "circle", 3, seed=1)
+    (tmp_path / "tf_files" / "data" / "square").mkdir()
     result = wrapper("train.sh", tmp_path / "tf_files", check=False)
-    _one_line_error(result, "only one label", "circle")
+    one_line_error(result, "only one label (circle)", "label folders have no images: square")
 
 
 def test_missing_image_is_one_clear_line(trained, tmp_path):
     result = wrapper("guess.sh", trained[0], tmp_path / "nowhere.jpg", check=False)
-    _one_line_error(result, "nowhere.jpg", "not found")
+    one_line_error(result, "nowhere.jpg", "not found")
 
 
 def test_unreadable_model_is_one_clear_line(trained_copy, tmp_path):
@@ -147,28 +150,36 @@ def test_unreadable_model_is_one_clear_line(trained_copy, tmp_path):
     graph.write_bytes(graph.read_bytes()[:1000])
     (photo,) = draw_photos(tmp_path, "circle", 1, seed=3)
     result = wrapper("guess.sh", trained_copy, photo, check=False)
-    _one_line_error(result, "retrained_graph.pb", "train again")
+    one_line_error(result, "retrained_graph.pb", "train again")
     graph.write_bytes(b"")
-    _one_line_error(wrapper("guess.sh", trained_copy, photo, check=False), "retrained_graph.pb")
+    one_line_error(wrapper("guess.sh", trained_copy, photo, check=False), "retrained_graph.pb")
 
 
 def test_no_model_yet_is_one_clear_line(tmp_path):
     make_tf_files(tmp_path / "tf_files", per_label=1)
     (photo,) = draw_photos(tmp_path, "circle", 1, seed=4)
     result = wrapper("guess.sh", tmp_path / "tf_files", photo, check=False)
-    _one_line_error(result, "retrained_graph.pb", "train")
+    one_line_error(result, "retrained_graph.pb", "train")
 
 
 def test_labels_that_do_not_match_the_graph(trained_copy, tmp_path):
     (trained_copy / "retrained_labels.txt").write_text("circle\nsquare\ntriangle\n")
     (photo,) = draw_photos(tmp_path, "circle", 1, seed=5)
     result = wrapper("guess.sh", trained_copy, photo, check=False)
-    _one_line_error(result, "3 labels", "2 classes")
+    one_line_error(result, "3 labels", "2 classes")
 
 
-def test_scripts_explain_their_usage():
+def test_scripts_explain_their_usage_in_their_own_names():
     for script in ("train.sh", "guess.sh", "guessDir.sh"):
         result = wrapper(script, check=False)
         assert result.returncode == 2 and "usage: bash " + script in result.stderr
-    help_text = wrapper("train.sh", "--help").stdout
-    assert "--validation_percentage" in help_text and "example" in help_text
+        help_text = wrapper(script, "--help").stdout
+        # The commands a user can type: not `tensorguess sort`, which is not on their PATH.
+        assert help_text.startswith(f"usage: bash {script} ")
+        assert f"  bash {script} ./tf_files" in help_text
+        assert not re.search(r"tensorguess (train|guess|sort)\b", help_text)
+        assert "TF_FILES the folder" in " ".join(help_text.split())
+    assert "--validation_percentage" in wrapper("train.sh", "--help").stdout
+    sort_help = " ".join(wrapper("guessDir.sh", "--help").stdout.split())
+    for words in ("SRC the folder of images to sort", "DEST where the renamed copies"):
+        assert words in sort_help

@@ -1,10 +1,12 @@
-"""Distortions (retrain.py's flip, crop, scale, brightness) and their cached feature variants.
+"""Distortions (retrain.py's flip, crop, scale, brightness) and their cached feature views.
 
 Distorting every photo at every step would mean running the backbone at every step. Instead
 each training photo gets a few distorted copies whose features are computed once and cached
-beside the plain ones (`bottlenecks/<backbone>/distorted-<settings>-<n>/`), keyed by the
-photo's content like any bottleneck; training then draws among the cached views. A view's
-random draw is seeded by the photo's pixels and the variant number, so a cold and a warm
+beside the plain ones (`bottlenecks/<features key>/distorted-<settings>-<n>/`), keyed by
+the photo's content like any bottleneck; training then draws among the cached views. The
+pixels are distorted before the network, which then runs on the same engine, in the same
+precision, as for the plain features: a training set never mixes precisions. A view's
+random draw is seeded by the photo's pixels and the view's number, so a cold and a warm
 cache give the same features. Fine-tuning, which cannot use the cache, distorts each photo
 afresh at every step with the same `distort`.
 """
@@ -21,60 +23,22 @@ import numpy as np
 
 from tensorguess.backbones import Backbone
 from tensorguess.bottlenecks import cached_features
+from tensorguess.options import DistortionOptions
 
 
-@dataclass(frozen=True)
-class Distortions:
-    """How much to distort a photo (retrain.py's flags: off unless set) and how many views.
-
-    `variants` is how many distorted views of each photo the head learns from, once any
-    distortion is set.
-    """
-
-    variants: int = 0
-    flip_left_right: bool = False
-    random_crop: float = 0
-    random_scale: float = 0
-    random_brightness: float = 0
-
-    @property
-    def enabled(self) -> bool:
-        """Whether distorted views are cached and used to train the head."""
-        return self.variants > 0 and self.distorts
-
-    @property
-    def distorts(self) -> bool:
-        """Whether a distorted photo can differ from the photo at all (fine-tuning's test)."""
-        return self.flip_left_right or any(
-            (self.random_crop, self.random_scale, self.random_brightness)
-        )
-
-    def cache_name(self, variant: int) -> str:
-        """The cache folder of one variant: changing any setting starts new views."""
-        settings = {key: value for key, value in asdict(self).items() if key != "variants"}
-        tag = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
-        return f"distorted-{tag}-{variant}"
-
-    def settings(self) -> str:
-        """The distortions in words, for the training log: "flip, crop 10%"."""
-        parts = ["flip"] if self.flip_left_right else []
-        parts += [
-            f"{name} {value:g}%"
-            for name, value in (
-                ("crop", self.random_crop),
-                ("scale", self.random_scale),
-                ("brightness", self.random_brightness),
-            )
-            if value
-        ]
-        return ", ".join(parts) or "none"
-
-    def describe(self) -> str:
-        """The cached views in words, for the training log."""
-        return f"{self.variants} distorted views per photo ({self.settings()})"
+def view_cache_name(distortions: DistortionOptions, view: int) -> str:
+    """The cache folder of one view: changing any distortion setting starts new views."""
+    settings = {key: value for key, value in asdict(distortions).items() if key != "views"}
+    tag = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+    return f"distorted-{tag}-{view}"
 
 
-def distort(pixels, seeds, distortions: Distortions, image_size: int):
+def describe_views(distortions: DistortionOptions) -> str:
+    """The cached views in words, for the training log."""
+    return f"{distortions.views} distorted views per photo ({distortions.settings()})"
+
+
+def distort(pixels, seeds, distortions: DistortionOptions, image_size: int):
     """Float pixels [B, S, S, 3] in 0-255 -> one random distortion of each, same shape.
 
     `seeds` [B, 2] int64 makes each image's draw reproducible. As in retrain.py, the photo is
@@ -120,31 +84,27 @@ def pixel_seeds(pixels, variant: int):
 
 
 class DistortedView:
-    """A backbone that sees one distorted variant of each photo; only for computing features."""
+    """One distorted view of each photo: uint8 pixels in, the same pixels distorted out."""
 
-    def __init__(self, backbone: Backbone, distortions: Distortions, variant: int):
-        self.backbone = backbone
+    def __init__(self, distortions: DistortionOptions, view: int, image_size: int):
         self.distortions = distortions
-        self.variant = variant
-        self.name = backbone.name
-        self.image_size = backbone.image_size
-        self.feature_dim = backbone.feature_dim
-        self.cache_key = f"{backbone.cache_key}/{distortions.cache_name(variant)}"
+        self.view = view
+        self.image_size = image_size
+        self.cache_name = view_cache_name(distortions, view)
 
-    def preprocess(self, pixels):
-        """The backbone's own preprocessing."""
-        return self.backbone.preprocess(pixels)
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        """Distort a batch [B, S, S, 3] of uint8 pixels."""
+        import tensorflow as tf
 
-    def features(self, pixels):
-        """Features of the distorted pixels."""
-        seeds = pixel_seeds(pixels, self.variant)
-        distorted = distort(pixels, seeds, self.distortions, self.image_size)
-        return self.backbone.features(distorted)
+        floats = tf.cast(pixels, tf.float32)
+        seeds = pixel_seeds(floats, self.view)
+        distorted = distort(floats, seeds, self.distortions, self.image_size)
+        return np.round(distorted.numpy()).astype(np.uint8)
 
 
 @dataclass
 class Views:
-    """Features of each photo's distorted views, [variants, N, D], and where they came from."""
+    """Features of each photo's distorted views, [views, N, D], and where they came from."""
 
     vectors: np.ndarray
     computed: int
@@ -155,30 +115,28 @@ def distorted_features(
     backbone: Backbone,
     paths: Sequence[Path],
     cache_root: Path,
-    distortions: Distortions,
+    distortions: DistortionOptions,
     digests: Sequence[str | None] | None = None,
+    engine: str | None = None,
 ) -> Views:
     """The distorted views of `paths`, from the cache where present, computed otherwise.
 
-    A file that fails here failed for the plain features too, so it is not among `paths`;
-    should it fail anyway (changed since), its rows stay zero.
+    They are computed by the same `engine` as the plain features, so a training set never
+    mixes precisions. A file that fails here failed for the plain features too, so it is
+    not among `paths`; should it fail anyway (changed since), its rows stay zero.
     """
-    import tensorflow as tf
-
-    vectors = np.zeros((distortions.variants, len(paths), backbone.feature_dim), np.float32)
+    vectors = np.zeros((distortions.views, len(paths), backbone.feature_dim), np.float32)
     computed = cached = 0
-    # Each view is a new function to trace, by design; TensorFlow would warn of "excessive
-    # retracing" from the fifth on, in a message that reads like a fault.
-    logger = tf.get_logger()
-    level = logger.level
-    logger.setLevel("ERROR")
-    try:
-        for variant in range(1, distortions.variants + 1):
-            view = DistortedView(backbone, distortions, variant)
-            features = cached_features(view, paths, cache_root, digests=digests)
-            vectors[variant - 1] = features.vectors
-            computed += features.computed
-            cached += features.cached
-    finally:
-        logger.setLevel(level)
+    for view in range(1, distortions.views + 1):
+        features = cached_features(
+            backbone,
+            paths,
+            cache_root,
+            digests=digests,
+            engine=engine,
+            view=DistortedView(distortions, view, backbone.image_size),
+        )
+        vectors[view - 1] = features.vectors
+        computed += features.computed
+        cached += features.cached
     return Views(vectors, computed, cached)

@@ -217,7 +217,7 @@ def _epochs_run(output: str) -> int:
 
 def feature_speeds(tf_files: str, cache: str, backbone_name: str) -> None:
     """Print (as one JSON line) the table rows of feature extraction with each engine."""
-    from tensorguess.inference import engine_precision, resolved_engine
+    from tensorguess.engines import engine_precision, resolved_engine
 
     default = resolved_engine("auto")
     engines = [(default, f"{default} ({engine_precision(default)}, the default here)")]

@@ -1,8 +1,10 @@
 """Backbone features ("bottlenecks"), computed in batches and cached by content and backbone.
 
-An entry lives at `bottlenecks/<backbone cache key>/<sha256[:2]>/<sha256>.npy`, keyed by
-the file's bytes, so renaming or moving a photo costs nothing, and a second run (or a
-run after adding ten photos) computes only what is new.
+An entry lives at `bottlenecks/<features key>/<sha256[:2]>/<sha256>.npy`, keyed by the
+file's bytes, so renaming or moving a photo costs nothing, and a second run (or a run
+after adding ten photos) computes only what is new. The features key names everything
+that shapes a feature: the backbone's own key (its weights' digest, conversion version and
+image size), the decoder's version and the precision of the arithmetic.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from tensorguess.backbones import Backbone
-from tensorguess.files import file_digest, write_bytes_atomic
-from tensorguess.inference import (
+from tensorguess.engines import (
+    FLOAT32,
     cached_runner,
     engine_precision,
     freeze_pixels_function,
@@ -25,16 +28,28 @@ from tensorguess.inference import (
     resolved_engine,
     run_ahead,
 )
+from tensorguess.files import file_digest, write_bytes_atomic
+from tensorguess.images import DECODER_VERSION
 from tensorguess.progress import progress_bar
 
 BATCH_SIZE = 64
 
 
-class BottleneckCache:
-    """Feature vectors on disk, one `.npy` per distinct image content."""
+class PixelView(Protocol):
+    """A change made to the decoded pixels before the network (a distorted view)."""
 
-    def __init__(self, root: Path, backbone: Backbone, engine: str | None = None):
-        self.folder = Path(root) / features_key(backbone, engine)
+    cache_name: str
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray: ...
+
+
+class BottleneckCache:
+    """Feature vectors on disk, one `.npy` per distinct image content (and view of it)."""
+
+    def __init__(
+        self, root: Path, backbone: Backbone, engine: str | None = None, view: str = ""
+    ):
+        self.folder = Path(root) / features_key(backbone, engine) / view
         self.feature_dim = backbone.feature_dim
 
     def path_for(self, digest: str) -> Path:
@@ -68,6 +83,18 @@ class Features:
     problems: dict[int, str] = field(default_factory=dict)
     computed: int = 0
     cached: int = 0
+    shared: int = 0  # identical photos that got the features of an identical one
+
+    def describe(self) -> str:
+        """What was computed and reused, in words, for the training log."""
+        text = f"{self.computed} computed, {self.cached} from cache"
+        if self.shared:
+            text += f", {self.shared} identical {_photos(self.shared)} shared them"
+        return text
+
+
+def _photos(count: int) -> str:
+    return "photo" if count == 1 else "photos"
 
 
 def features_key(backbone: Backbone, engine: str | None = None) -> str:
@@ -75,9 +102,11 @@ def features_key(backbone: Backbone, engine: str | None = None) -> str:
 
     TensorFlow and OpenVINO in float32 agree within 1e-5 and share entries; a lower
     precision (OpenVINO's bfloat16) gets its own, so the two never mix in one training set.
+    A new decoder (images.DECODER_VERSION) gives new pixels, hence new entries.
     """
     precision = engine_precision(resolved_engine(engine))
-    return backbone.cache_key if precision == "f32" else f"{backbone.cache_key}-{precision}"
+    key = f"{backbone.cache_key}-d{DECODER_VERSION}"
+    return key if precision == FLOAT32 else f"{key}-{precision}"
 
 
 @lru_cache(maxsize=4)
@@ -87,7 +116,7 @@ def features_runner(backbone: Backbone, engine: str | None = None):
     Kept per backbone in the process, and converted models on disk: freezing the backbone
     and converting it costs seconds, paid once per machine.
     """
-    cache_key = f"features-{backbone.cache_key}"
+    cache_key = f"features-{backbone.cache_key}"  # pixels in: the decoder plays no part
     cached = cached_runner(cache_key, engine)
     if cached is not None:
         return cached[:2]
@@ -112,11 +141,12 @@ def compute_features(
     batch_size: int = BATCH_SIZE,
     label: str = "",
     engine: str | None = None,
+    view: PixelView | None = None,
 ):
     """Yield (indices, vectors [B, D], reasons) for `paths`, batch by batch, in order.
 
     Decoding threads work ahead, and the backbone runs on the next batch while the caller
-    stores this one.
+    stores this one (and the next batch's `view` is made).
     """
     from tensorguess.images import pixel_batches
 
@@ -126,6 +156,8 @@ def compute_features(
     start = 0
     with progress_bar(len(paths), label or "Computing features", unit="img") as bar:
         batches = pixel_batches(paths, backbone.image_size, batch_size)
+        if view is not None:
+            batches = ((view(pixels), reasons) for pixels, reasons in batches)
         for vectors, reasons in run_ahead(extract, batches):
             count = len(vectors)
             yield range(start, start + count), vectors, reasons
@@ -140,12 +172,14 @@ def cached_features(
     batch_size: int = BATCH_SIZE,
     digests: Sequence[str | None] | None = None,
     engine: str | None = None,
+    view: PixelView | None = None,
 ) -> Features:
-    """Features for `paths`, from the cache where present, computed and stored otherwise.
+    """Features for `paths` (or for a `view` of them), from the cache where present,
+    computed and stored otherwise.
 
     `digests` are the files' SHA-256 when the caller has them already (the scan does).
     """
-    cache = BottleneckCache(cache_root, backbone, engine)
+    cache = BottleneckCache(cache_root, backbone, engine, view.cache_name if view else "")
     vectors = np.zeros((len(paths), backbone.feature_dim), np.float32)
     ok = np.zeros(len(paths), bool)
     problems: dict[int, str] = {}
@@ -165,7 +199,7 @@ def cached_features(
     todo = [indices[0] for indices in missing.values()]
     computed = 0
     for positions, batch, reasons in compute_features(
-        backbone, [paths[i] for i in todo], batch_size, engine=engine
+        backbone, [paths[i] for i in todo], batch_size, engine=engine, view=view
     ):
         for position, vector, reason in zip(positions, batch, reasons, strict=True):
             digest = digests[todo[position]]
@@ -177,7 +211,8 @@ def cached_features(
             computed += 1
             for index in missing[digest]:
                 vectors[index], ok[index] = vector, True
-    return Features(vectors, ok, problems, computed=computed, cached=cached)
+    shared = sum(len(indices) - 1 for indices in missing.values() if ok[indices[0]])
+    return Features(vectors, ok, problems, computed=computed, cached=cached, shared=shared)
 
 
 def _digest_or_problem(path: Path, index: int, problems: dict[int, str]) -> str | None:

@@ -68,21 +68,16 @@ def split_for(
     return TRAIN
 
 
-def check_percentages(validation_percentage: float, testing_percentage: float) -> None:
-    """Refuse split percentages that leave no training images."""
-    if not (0 <= validation_percentage < 100 and 0 <= testing_percentage < 100):
-        raise TensorguessError("--validation_percentage and --testing_percentage must be 0-99")
-    if validation_percentage + testing_percentage >= 100:
-        raise TensorguessError(
-            "--validation_percentage plus --testing_percentage must stay under 100"
-        )
-
-
 def scan_data(
-    data_dir: Path, validation_percentage: float = 10, testing_percentage: float = 10
+    data_dir: Path,
+    validation_percentage: float = 10,
+    testing_percentage: float = 10,
+    least_labels: int = 2,
 ) -> Scan:
-    """Find the labelled images under `data_dir`, one sub-folder per label."""
-    check_percentages(validation_percentage, testing_percentage)
+    """Find the labelled images under `data_dir`, one sub-folder per label.
+
+    A classifier needs `least_labels` labels (2); checking a model on one label is fine.
+    """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise TensorguessError(
@@ -93,6 +88,7 @@ def scan_data(
     skipped: list[tuple[Path, str]] = []
     warnings: list[str] = []
     labels: list[str] = []
+    empty: list[str] = []
     for entry in sorted(data_dir.iterdir()):
         if entry.name.startswith("."):
             skipped.append((entry, "hidden folder" if entry.is_dir() else "hidden file"))
@@ -105,6 +101,7 @@ def scan_data(
             continue
         found = _scan_label(entry, validation_percentage, testing_percentage, skipped)
         if not found:
+            empty.append(entry.name)
             warnings.append(f"label folder {entry} has no images; it is left out")
             continue
         if len(found) < FEW_IMAGES:
@@ -114,18 +111,38 @@ def scan_data(
             )
         labels.append(entry.name)
         images.extend(found)
-    if not labels:
-        raise TensorguessError(
-            f"{data_dir}: no images found; put your photos in {data_dir}/<label>/ "
-            "(one folder per label, at least two labels)"
-        )
-    if len(labels) < 2:
-        raise TensorguessError(
-            f"{data_dir}: only one label ({labels[0]}); a classifier needs at least two "
-            f"label folders, for example {data_dir}/cats/ and {data_dir}/dogs/"
-        )
+    if len(labels) < least_labels:
+        raise TensorguessError(_too_few_labels(data_dir, labels, empty, skipped, least_labels))
     warnings.extend(_conflicting_copies(images))
     return Scan(images=images, labels=labels, skipped=skipped, warnings=warnings)
+
+
+def _too_few_labels(
+    data_dir: Path,
+    labels: list[str],
+    empty: list[str],
+    skipped: list[tuple[Path, str]],
+    least_labels: int,
+) -> str:
+    """Why the folder cannot serve, with what is there and what to do."""
+    example = f"for example {data_dir}/cats/ and {data_dir}/dogs/"
+    without = f"; these label folders have no images: {', '.join(empty)}" if empty else ""
+    if labels:
+        return (
+            f"{data_dir}: only one label ({labels[0]}){without}; a classifier needs at least "
+            f"two label folders with photos, {example}"
+        )
+    loose = sum(1 for path, _ in skipped if path.parent == data_dir and image_problem(path) is None)
+    if loose:
+        return (
+            f"{data_dir}: {loose} {'image' if loose == 1 else 'images'} directly in the folder "
+            f"but no label folders; move them into {data_dir}/<label>/ (one folder per label, "
+            f"{example})"
+        )
+    need = "one folder per label" + (", at least two labels" if least_labels > 1 else "")
+    return (
+        f"{data_dir}: no images found{without}; put your photos in {data_dir}/<label>/ ({need})"
+    )
 
 
 def _label_problem(name: str) -> str | None:

@@ -7,7 +7,7 @@ figures describe the model files a user has, not the training process's view of 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,12 +22,15 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class LabelScores:
-    """Precision, recall and F1 of one label, and how many photos truly have it."""
+    """Precision, recall and F1 of one label, and how many photos truly have it.
+
+    For a label no photo has (`support` 0), recall and F1 mean nothing: None (a dash).
+    """
 
     label: str
-    precision: float
-    recall: float
-    f1: float
+    precision: float | None
+    recall: float | None
+    f1: float | None
     support: int
 
 
@@ -55,14 +58,19 @@ class Evaluation:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     unknown_labels: list[str] = field(default_factory=list)
 
+    def to_json(self) -> dict:
+        """The evaluation as `evaluate --json` prints it."""
+        return asdict(self)
+
 
 def score_table(
     labels: Sequence[str], truths: np.ndarray, guesses: np.ndarray
 ) -> tuple[list[list[int]], list[LabelScores], float | None]:
     """Confusion matrix, per-label scores and accuracy from integer truths and guesses.
 
-    A label never guessed has precision 0, as one never present has recall 0 (scikit-learn's
-    `zero_division=0`): a number a reader can sort by, not a hole in the table.
+    A label of some photos but never guessed has precision 0 (scikit-learn's
+    `zero_division=0`): a number a reader can sort by. A label of no photo has no recall and
+    no F1 (None), and no precision either unless it was guessed.
     """
     count = len(labels)
     confusion = np.zeros((count, count), np.int64)
@@ -71,12 +79,14 @@ def score_table(
     for index, label in enumerate(labels):
         hits = confusion[index, index]
         guessed, present = confusion[:, index].sum(), confusion[index].sum()
-        precision = hits / guessed if guessed else 0.0
-        recall = hits / present if present else 0.0
+        if not present:
+            precision = float(hits / guessed) if guessed else None
+            per_label.append(LabelScores(label, precision, None, None, 0))
+            continue
+        precision = float(hits / guessed) if guessed else 0.0
+        recall = float(hits / present)
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_label.append(
-            LabelScores(label, float(precision), float(recall), float(f1), int(present))
-        )
+        per_label.append(LabelScores(label, precision, recall, float(f1), int(present)))
     accuracy = float(np.trace(confusion) / len(truths)) if len(truths) else None
     return confusion.tolist(), per_label, accuracy
 
@@ -136,7 +146,7 @@ def labelled_images(folder: Path) -> tuple[list[tuple[Path, str]], list[tuple[st
     """(path, label) pairs of a folder laid out like data/<label>/, and the files skipped."""
     from tensorguess.dataset import scan_data
 
-    scan = scan_data(folder, 0, 0)
+    scan = scan_data(folder, 0, 0, least_labels=1)
     images = [(image.path, image.label) for image in scan.images]
     return images, [(str(path), reason) for path, reason in scan.skipped]
 
@@ -155,6 +165,11 @@ def evaluate_folder(classifier: Classifier, folder: Path, batch_size: int = 64) 
     return evaluation
 
 
+def score_text(value: float | None) -> str:
+    """A score with three decimals, or a dash where it means nothing."""
+    return "-" if value is None else f"{value:.3f}"
+
+
 def summary_lines(
     evaluation: Evaluation, name: str = "Accuracy", most_mistakes: int | None = None
 ) -> list[str]:
@@ -166,8 +181,8 @@ def summary_lines(
     lines.append(f"{'label':<{width}}  precision  recall     F1  photos")
     for row in evaluation.per_label:
         lines.append(
-            f"{row.label:<{width}}  {row.precision:9.3f}  {row.recall:6.3f}  "
-            f"{row.f1:5.3f}  {row.support:6d}"
+            f"{row.label:<{width}}  {score_text(row.precision):>9}  {score_text(row.recall):>6}  "
+            f"{score_text(row.f1):>5}  {row.support:6d}"
         )
     for label in evaluation.unknown_labels:
         lines.append(f"Left out: label folder {label!r} is not a label of this model")

@@ -10,6 +10,7 @@ own tools feed decoded batches to the same graph.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 import tempfile
@@ -21,8 +22,9 @@ import tensorflow as tf
 
 from tensorguess import __version__
 from tensorguess.backbones import Backbone
+from tensorguess.engines import freeze_pixels_function, quiet_tensorflow_logger
 from tensorguess.files import replace_directory_atomic, write_bytes_atomic, write_text_atomic
-from tensorguess.inference import freeze_pixels_function
+from tensorguess.head import TrainedHead
 from tensorguess.model_files import (
     GRAPH_FILE,
     INPUT_BYTES,
@@ -32,7 +34,6 @@ from tensorguess.model_files import (
     OUTPUT,
     SAVED_MODEL_DIR,
 )
-from tensorguess.train import TrainedHead
 
 
 @dataclass(frozen=True)
@@ -111,12 +112,8 @@ def write_saved_model(
     a TF1 graph around the already frozen classifier, it costs a fraction of a second,
     where saving a `tf.Module` would trace the Keras backbone again.
     """
-    logger, level = tf.get_logger(), tf.get_logger().level
-    logger.setLevel("ERROR")  # TF1's signature helpers warn that they are TF1's, every time
-    try:
+    with quiet_tensorflow_logger():  # TF1's signature helpers warn that they are TF1's
         _build_saved_model(folder, core, core_input, core_output, size, labels)
-    finally:
-        logger.setLevel(level)
 
 
 def _build_saved_model(folder, core, core_input, core_output, size, labels) -> None:
@@ -155,9 +152,13 @@ def export_model(
     backbone_spec: str,
     head: TrainedHead,
     labels: list[str],
+    precision: str,
     details: dict,
 ) -> ExportedModel:
     """Write the graph, labels, SavedModel and metadata into `tf_files`, all or nothing.
+
+    `precision` is the arithmetic of the features the head learned from (`bf16`, `f32`):
+    guess and guessDir run the graph in it by default.
 
     Everything is written in full under temporary names first; only then are the four
     renamed into place, back to back, the graph and its labels first. An interrupted run
@@ -176,6 +177,8 @@ def export_model(
         "backbone": backbone_spec,
         "backbone_cache_key": backbone.cache_key,
         "image_size": backbone.image_size,
+        "precision": precision,
+        "graph_sha256": hashlib.sha256(graph_bytes).hexdigest(),
         "labels": labels,
         "test_accuracy": head.test_accuracy,
         "test_count": head.test_count,

@@ -79,12 +79,26 @@ def replace_directory_atomic(built: Path, target: Path) -> None:
 
 
 def cache_directory(kind: str) -> Path:
-    """A per-machine cache folder: $TENSORGUESS_CACHE_DIR/<kind>, else the XDG cache."""
+    """The per-machine cache folder we write: $TENSORGUESS_CACHE_DIR/<kind>, else the XDG cache."""
     configured = os.environ.get("TENSORGUESS_CACHE_DIR")
     if configured:
         return Path(configured) / kind
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "tensorguess" / kind
+
+
+def cache_directories(kind: str) -> list[Path]:
+    """Where a cached entry may be found: our own cache, then a read-only one if there is one.
+
+    $TENSORGUESS_BUILTIN_CACHE_DIR names a cache made in advance that the user cannot write
+    (the Docker image converts the backbones at build time into one); what is missing there
+    is made and kept in the writable cache.
+    """
+    folders = [cache_directory(kind)]
+    builtin = os.environ.get("TENSORGUESS_BUILTIN_CACHE_DIR")
+    if builtin and Path(builtin) / kind != folders[0]:
+        folders.append(Path(builtin) / kind)
+    return folders
 
 
 def printable(path: Path | str) -> str:

@@ -11,37 +11,26 @@ the same graph as always.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from tensorguess.augment import Distortions, distort
+from tensorguess.augment import distort
 from tensorguess.backbones import Backbone
 from tensorguess.errors import TensorguessError
-from tensorguess.images import pixel_batches
-from tensorguess.train import (
-    MIN_IMPROVEMENT,
-    HeadOptions,
+from tensorguess.head import (
+    Say,
     TrainedHead,
     build_head,
     dense_layers,
     label_weights,
+    run_epochs,
 )
-
-
-@dataclass(frozen=True)
-class FineTuneOptions:
-    """How the top of the backbone is fine-tuned."""
-
-    blocks: int = 2
-    epochs: int = 5
-    learning_rate: float = 1e-4
-    batch_size: int = 32
-    seed: int = 0
+from tensorguess.images import pixel_batches
+from tensorguess.options import DistortionOptions, FineTuneOptions, HeadOptions
 
 
 @dataclass
@@ -89,9 +78,10 @@ def fine_tune(
     train: LabelledPaths,
     validation: LabelledPaths,
     test: LabelledPaths,
-    distortions: Distortions,
+    distortions: DistortionOptions,
     options: FineTuneOptions,
-    report: Callable[[str], None] = print,
+    seed: int = 0,
+    say: Say = print,
 ) -> TrainedHead:
     """Fine-tune the top `options.blocks` blocks and the head; return the new head."""
     import tensorflow as tf
@@ -109,7 +99,7 @@ def fine_tune(
     loss_function = keras.losses.CategoricalCrossentropy(
         label_smoothing=head_options.label_smoothing
     )
-    weights = label_weights(train.labels, num_classes, head_options.balance_labels)
+    weights = label_weights(train.labels, num_classes, head_options.class_weights == "balanced")
     size = backbone.image_size
 
     @tf.function(reduce_retracing=True)
@@ -138,19 +128,9 @@ def fine_tune(
         loss = float(loss_function(targets, scores))
         return loss, float((scores.argmax(axis=1) == split.labels).mean()), scores
 
-    distorting = f", distorted afresh ({distortions.settings()})" if distortions.distorts else ""
-    report(
-        f"Fine-tuning the top {options.blocks} blocks of {backbone.name} for up to "
-        f"{options.epochs} epochs: the feature cache cannot help here, so each epoch runs "
-        f"the backbone on all {len(train)} training photos{distorting}"
-    )
-    history = {key: [] for key in ("loss", "accuracy", "val_loss", "val_accuracy")}
-    monitored = validation if len(validation) else train
-    best_loss, _, _ = measure(monitored)
-    best_weights = [weight.numpy() for weight in trainable]
-    rng = np.random.default_rng(options.seed)
-    for epoch in range(1, options.epochs + 1):
-        started = time.monotonic()
+    rng = np.random.default_rng(seed)
+
+    def train_epoch() -> tuple[float, float]:
         order = rng.permutation(len(train))
         paths = [train.paths[i] for i in order]
         total_loss = correct = 0.0
@@ -162,30 +142,35 @@ def fine_tune(
             total_loss += float(loss) * len(labels)
             correct += int((np.argmax(scores, axis=1) == labels).sum())
             start += len(labels)
-        history["loss"].append(total_loss / len(train))
-        history["accuracy"].append(correct / len(train))
-        loss, accuracy, _ = measure(monitored)
-        if len(validation):
-            history["val_loss"].append(loss)
-            history["val_accuracy"].append(accuracy)
-        if loss < best_loss - MIN_IMPROVEMENT:
-            best_loss, best_weights = loss, [weight.numpy() for weight in trainable]
-        line = (
-            f"Fine-tune epoch {epoch}: train accuracy = {100 * history['accuracy'][-1]:.1f}%, "
-            f"cross entropy = {history['loss'][-1]:.3f}"
-        )
-        if len(validation):
-            line += f", validation accuracy = {100 * accuracy:.1f}% (N={len(validation)})"
-        report(f"{line} ({time.monotonic() - started:.0f} s)")
-    for weight, value in zip(trainable, best_weights, strict=True):
+        return total_loss / len(train), correct / len(train)
+
+    distorting = f", distorted afresh ({distortions.settings()})" if distortions.distorts else ""
+    say(
+        f"Fine-tuning the top {options.blocks} blocks of {backbone.name} for up to "
+        f"{options.epochs} epochs: the feature cache cannot help here, so each epoch runs "
+        f"the backbone on all {len(train)} training photos{distorting}"
+    )
+    monitored = validation if len(validation) else train
+    epochs = run_epochs(
+        options.epochs,
+        train_epoch,
+        lambda: measure(monitored)[:2],
+        lambda: [weight.numpy() for weight in trainable],
+        len(validation),
+        say,
+        title="Fine-tune epoch",
+        start_counts=True,
+    )
+    for weight, value in zip(trainable, epochs.best_weights, strict=True):
         weight.assign(value)
 
+    history = {f"fine_tune_{key}": value for key, value in epochs.history.items()}
     tuned = TrainedHead(
         layers=dense_layers(classifier),
         test_accuracy=None,
         test_count=len(test),
         epochs_run=head.epochs_run,
-        history={**head.history, **{f"fine_tune_{key}": value for key, value in history.items()}},
+        history={**head.history, **history},
     )
     _, accuracy, tuned.test_scores = measure(test)
     tuned.test_accuracy = accuracy if len(test) else None

@@ -11,6 +11,11 @@ with a one-line reason: damaged files make Pillow raise IndexError, NotImplement
 struct.error and more, and one exception escaping a decoding thread would end every
 batch of `pixel_batches` after it.
 
+Old tools' graphs get the pixels their own `label_image.py` made instead
+(`label_image_pixels`): the whole decoded image, no EXIF turn, transparency dropped, then
+TensorFlow 1's bilinear resize (no antialiasing, no half-pixel centres), so they answer as
+they always did.
+
 Memory stays bounded on huge photos: a JPEG is decoded at a reduced DCT scale
 (`draft`, never below the requested size), every other format is shrunk by a whole
 factor (`reduce`) before anything else copies it, and only one image over
@@ -23,8 +28,9 @@ import os
 import threading
 import warnings
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from itertools import islice
 from pathlib import Path
 
@@ -48,6 +54,8 @@ Image.MAX_IMAGE_PIXELS = None
 # Pillow warns about damaged metadata ("Corrupt EXIF data") in files it still decodes;
 # among a thousand photos those lines would bury the real messages.
 warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+# Bump when decoding changes the pixels it gives: the feature cache is keyed by it.
+DECODER_VERSION = 1
 # Above this, an image is decoded alone (see the module docstring).
 LARGE_IMAGE_PIXELS = 50_000_000
 _LARGE_DECODE = threading.Lock()
@@ -94,9 +102,79 @@ def load_pixels(path: Path | str, size: Size) -> np.ndarray:
     Raises `UnreadableImage` and nothing else, whatever the file holds.
     """
     height, width = _height_width(size)
+
+    def decode(image: Image.Image) -> np.ndarray:
+        # Orientations 5-8 swap the axes, so the draft must keep both sides above the target.
+        image.draft("RGB", (max(height, width),) * 2)
+        return _decode_bounded(image, lambda loaded: _to_pixels(loaded, height, width))
+
+    return _decode_file(path, decode)
+
+
+def label_image_pixels(path: Path | str, size: Size) -> np.ndarray:
+    """Float32 RGB [height, width, 3] as label_image.py (TensorFlow for Poets) made them.
+
+    Its `read_tensor_from_image_file`: TensorFlow's decoder at full size (its JPEG default
+    is libjpeg's fast integer IDCT, a few levels off Pillow's accurate one; no EXIF turn; a
+    PNG's alpha dropped), then TensorFlow 1's `resize_bilinear`, which samples at
+    `i * in / out` without antialiasing. Old graphs' scores depend on exactly that. Formats
+    TensorFlow cannot read (WebP, TIFF, HEIC) are decoded by Pillow. Raises
+    `UnreadableImage` and nothing else.
+    """
+    height, width = _height_width(size)
+
+    def decode(image: Image.Image) -> np.ndarray:
+        rgb = None
+        if image.format in _TENSORFLOW_FORMATS:
+            _refuse_bomb(image)
+            rgb = _tensorflow_decoded(path)
+        if rgb is None:  # another format, or one TensorFlow refuses: Pillow says why
+            rgb = _decode_bounded(image, lambda whole: np.asarray(_reducible(whole).convert("RGB")))
+        return legacy_bilinear(rgb.astype(np.float32), height, width)
+
+    return _decode_file(path, decode)
+
+
+_TENSORFLOW_FORMATS = {"JPEG", "MPO", "PNG", "GIF", "BMP"}
+
+
+def _tensorflow_decoded(path: Path | str) -> np.ndarray | None:
+    """uint8 RGB from TensorFlow's own decoder, or None when it refuses the file."""
+    from tensorguess.engines.tensorflow import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+    import tensorflow as tf
+
+    data = Path(path).read_bytes()  # any name Python can open, bytes that are not UTF-8 too
+    try:
+        return tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
+    except tf.errors.OpError:
+        return None
+
+
+def legacy_bilinear(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """TensorFlow 1's `resize_bilinear` (align_corners=False): [h, w, C] -> [height, width, C]."""
+
+    def axis(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        scale = np.float32(size_in) / np.float32(size_out)
+        position = np.arange(size_out, dtype=np.float32) * scale
+        low = np.floor(position).astype(np.int64)
+        high = np.minimum(low + 1, size_in - 1)
+        return low, high, (position - low).astype(np.float32)
+
+    top, bottom, y_lerp = axis(pixels.shape[0], height)
+    left, right, x_lerp = axis(pixels.shape[1], width)
+    x_lerp = x_lerp[None, :, None]
+    upper = pixels[top][:, left] + (pixels[top][:, right] - pixels[top][:, left]) * x_lerp
+    lower = pixels[bottom][:, left] + (pixels[bottom][:, right] - pixels[bottom][:, left]) * x_lerp
+    return upper + (lower - upper) * y_lerp[:, None, None]
+
+
+def _decode_file(path: Path | str, decode: Callable[[Image.Image], np.ndarray]) -> np.ndarray:
+    """`decode(opened image)`, with every failure turned into `UnreadableImage`."""
     try:
         with Image.open(path) as image:
-            return _decode(image, height, width)
+            return decode(image)
     except UnreadableImage:
         raise
     except FileNotFoundError:
@@ -109,21 +187,20 @@ def load_pixels(path: Path | str, size: Size) -> np.ndarray:
         raise UnreadableImage(f"cannot decode: {_one_line(error)}") from None
 
 
-def _decode(image: Image.Image, height: int, width: int) -> np.ndarray:
-    # Orientations 5-8 swap the axes, so the draft must keep both sides above the target.
-    image.draft("RGB", (max(height, width),) * 2)
-    pixels = image.size[0] * image.size[1]
-    if pixels > MAX_PIXELS:
+def _refuse_bomb(image: Image.Image) -> None:
+    if image.size[0] * image.size[1] > MAX_PIXELS:
         raise UnreadableImage(
             f"{image.size[0]}x{image.size[1]} pixels, over the limit of "
             f"{MAX_PIXELS / 1e6:.0f} megapixels (refused as a possible decompression bomb)"
         )
-    if pixels > LARGE_IMAGE_PIXELS:
-        with _LARGE_DECODE:
-            image.load()
-            return _to_pixels(image, height, width)
-    image.load()
-    return _to_pixels(image, height, width)
+
+
+def _decode_bounded(image: Image.Image, finish: Callable[[Image.Image], np.ndarray]):
+    """Load the (drafted) image and `finish` it, refusing bombs and taking turns on huge ones."""
+    _refuse_bomb(image)
+    with _LARGE_DECODE if image.size[0] * image.size[1] > LARGE_IMAGE_PIXELS else nullcontext():
+        image.load()
+        return finish(image)
 
 
 def _to_pixels(image: Image.Image, height: int, width: int) -> np.ndarray:

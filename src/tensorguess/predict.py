@@ -1,4 +1,10 @@
-"""Prediction: load a retrained graph (ours or an old tool's) and score images in batches."""
+"""Prediction: load a retrained graph (ours or an old tool's) and score images in batches.
+
+Ours get the decoder that trained them (images.load_pixels) and, under `--engine auto`, the
+precision their head was trained on (tensorguess.json, when it names this very graph). An
+old tool's graph gets label_image.py's own preprocessing and float32 arithmetic, so it
+answers as the old tool did.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tensorguess.errors import TensorguessError
-from tensorguess.images import UnreadableImage, load_pixels, pixel_batches
-from tensorguess.inference import (
+from tensorguess.engines import (
+    FLOAT32,
     OPENVINO_BATCH,
     cached_runner,
     graph_runner,
@@ -20,7 +25,16 @@ from tensorguess.inference import (
     run_ahead,
     tensorflow_runner,
 )
-from tensorguess.model_files import GRAPH_FILE, INPUT_BYTES, INPUT_PIXELS, LABELS_FILE, OUTPUT
+from tensorguess.errors import TensorguessError, first_line
+from tensorguess.images import UnreadableImage, label_image_pixels, pixel_batches
+from tensorguess.model_files import (
+    GRAPH_FILE,
+    INPUT_BYTES,
+    INPUT_PIXELS,
+    LABELS_FILE,
+    METADATA_FILE,
+    OUTPUT,
+)
 
 BATCH_SIZE = 64
 
@@ -52,6 +66,16 @@ class Prediction:
         assert self.scores is not None
         order = np.argsort(-self.scores, kind="stable")[:top_k]
         return [(labels[i], float(self.scores[i])) for i in order]
+
+    def to_json(self, labels: Sequence[str], top_k: int | None = None) -> dict:
+        """The prediction as `guess --json` prints it: labels best first, or the error."""
+        if self.scores is None:
+            return {"image": str(self.path), "error": self.problem}
+        ranked = self.ranked(labels, top_k)
+        return {
+            "image": str(self.path),
+            "predictions": [{"label": label, "score": score} for label, score in ranked],
+        }
 
 
 def detect_layout(graph_def, overrides: dict | None = None) -> GraphLayout:
@@ -170,6 +194,21 @@ def read_labels(path: Path) -> list[str]:
     return labels
 
 
+def trained_precision(graph_path: Path, graph_bytes: bytes) -> str:
+    """The precision the graph's head was trained on: tensorguess.json says, if it names
+    this very graph (its SHA-256); float32 otherwise (an old tool's graph, an older export).
+    """
+    try:
+        metadata = json.loads((graph_path.with_name(METADATA_FILE)).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return FLOAT32
+    if not isinstance(metadata, dict):
+        return FLOAT32
+    if metadata.get("graph_sha256") != hashlib.sha256(graph_bytes).hexdigest():
+        return FLOAT32
+    return str(metadata.get("precision") or FLOAT32)
+
+
 class Classifier:
     """A loaded retrained graph with its labels."""
 
@@ -183,12 +222,13 @@ class Classifier:
         self.graph_path, self.labels_path = Path(graph_path), Path(labels_path)
         data = read_model_bytes(self.graph_path)
         self.labels = read_labels(self.labels_path)
+        self.precision = trained_precision(self.graph_path, data)
         overrides = {key: value for key, value in (overrides or {}).items() if value is not None}
         # The same graph bytes and flags always give the same layout and converted model.
         cache_key = hashlib.sha256(
             data + json.dumps(overrides, sort_keys=True).encode()
         ).hexdigest()
-        cached = cached_runner(cache_key, engine)
+        cached = cached_runner(cache_key, engine, self.precision)
         if cached is not None:
             self._run, self.engine, notes = cached
             self.layout = GraphLayout(**notes)
@@ -214,15 +254,15 @@ class Classifier:
                 layout.output_layer,
                 (layout.input_height, layout.input_width, 3),
                 engine,
+                self.precision,
                 batch=OPENVINO_BATCH if layout.takes_batches else 1,
                 cache_key=cache_key,
                 notes=asdict(layout),
-                whole_pixels=layout.input_mean == 0 and layout.input_std == 1,
+                whole_pixels=layout.takes_batches,
             )
         except (ValueError, KeyError, tf.errors.OpError) as error:
-            first_line = str(error).strip().splitlines()[0]
             raise TensorguessError(
-                f"{self.graph_path}: cannot load the graph ({first_line})"
+                f"{self.graph_path}: cannot load the graph ({first_line(error)})"
             ) from None
 
     def _scores(self, feed) -> np.ndarray:
@@ -252,10 +292,10 @@ class Classifier:
                 for offset, reason in enumerate(reasons):
                     yield self._prediction(paths[start + offset], scores[offset], reason)
                 start += len(scores)
-        else:
+        else:  # an old tool's graph, one image at a time as label_image.py fed it
             for path in paths:
                 try:
-                    pixels = load_pixels(path, (layout.input_height, layout.input_width))
+                    pixels = label_image_pixels(path, (layout.input_height, layout.input_width))
                 except UnreadableImage as problem:
                     yield Prediction(Path(path), None, str(problem))
                     continue
@@ -263,7 +303,7 @@ class Classifier:
 
     def _normalise(self, pixels: np.ndarray) -> np.ndarray:
         layout = self.layout
-        if layout.input_mean == 0 and layout.input_std == 1:
+        if layout.takes_batches:
             return pixels  # our graphs take 0-255 as they are; the engine converts to float
         return (pixels.astype(np.float32) - layout.input_mean) / layout.input_std
 
@@ -283,7 +323,7 @@ class Classifier:
             try:
                 yield Prediction(Path(path), self._scores(data)[0])
             except tf.errors.OpError as error:  # the graph's own decoder refused the bytes
-                reason = str(error).strip().splitlines()[0]
+                reason = first_line(error)
                 yield Prediction(Path(path), None, f"the model cannot decode it ({reason})")
 
 

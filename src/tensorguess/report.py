@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tensorguess.backbones import Backbone
-from tensorguess.evaluate import Evaluation
+from tensorguess.evaluate import Evaluation, score_text
 from tensorguess.files import printable, write_bytes_atomic, write_text_atomic
 
 TRAINING_CURVES_FILE = "training_curves.png"
@@ -60,15 +60,14 @@ def training_curves_png(history: dict[str, list[float]]) -> bytes:
                     range(1, len(values) + len(tuned) + 1), values + tuned, color=color, label=name
                 )
         if history.get(f"fine_tune_{key}"):
-            axes.axvline(head_epochs + 0.5, color="grey", linestyle="--", linewidth=1)
-            # Left of the line: fine-tuning's few epochs leave no room on its right.
-            axes.text(
-                head_epochs + 0.3,
-                0.02,
-                "fine-tuning \u2192",
-                horizontalalignment="right",
-                transform=axes.get_xaxis_transform(),
+            # A shaded span named in the legend: a text label would sit on the curves.
+            tuned_epochs = len(history[f"fine_tune_{key}"])
+            axes.axvspan(
+                head_epochs + 0.5,
+                head_epochs + tuned_epochs + 0.5,
                 color="grey",
+                alpha=0.15,
+                label="fine-tuning",
             )
         axes.set_title(title)
         axes.set_xlabel("epoch")
@@ -183,8 +182,9 @@ def _evaluation_html(evaluation: Evaluation) -> list[str]:
     ]
     for row in evaluation.per_label:
         parts.append(
-            f"<tr><td>{escape(row.label)}</td><td>{row.precision:.3f}</td>"
-            f"<td>{row.recall:.3f}</td><td>{row.f1:.3f}</td><td>{row.support}</td></tr>"
+            f"<tr><td>{escape(row.label)}</td><td>{score_text(row.precision)}</td>"
+            f"<td>{score_text(row.recall)}</td><td>{score_text(row.f1)}</td>"
+            f"<td>{row.support}</td></tr>"
         )
     parts.append("</table>")
     parts.append(f"<h2>Misclassified photos ({len(evaluation.mistakes)})</h2>")
@@ -214,7 +214,7 @@ def training_facts(
     backbone: Backbone,
     splits: dict[str, Sequence],
     evaluation: Evaluation,
-    settings: dict,
+    settings: Sequence[tuple[str, str]],
     seconds: float,
 ) -> list[tuple[str, str]]:
     """The report's header for a training run: result, backbone, photos, settings, time."""
@@ -226,7 +226,7 @@ def training_facts(
         ("test accuracy", result),
         ("backbone", f"{backbone.name} at {backbone.image_size} px"),
         ("photos", ", ".join(f"{len(split)} {name}" for name, split in splits.items())),
-        ("settings", ", ".join(f"{key}={value}" for key, value in settings.items())),
+        *settings,
         ("training time", f"{seconds:.0f} s"),
     ]
 

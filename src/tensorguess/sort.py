@@ -32,6 +32,7 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from tensorguess.errors import TensorguessError
 from tensorguess.files import file_digest, folder_lock
@@ -51,16 +52,52 @@ _SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,15}")
 _ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}
 
 
+class Copied(NamedTuple):
+    """One image sorted: where it came from, where its copy is, and the label it got."""
+
+    source: Path
+    destination: Path
+    label: str
+    score: float
+
+
 @dataclass
 class SortReport:
-    """What `sort_folder` did: copies made (source, destination, label, score) and skips."""
+    """What `sort_folder` did: copies made, images skipped (with the reason) and the rest."""
 
-    copied: list[tuple[Path, Path, str, float]] = field(default_factory=list)
+    copied: list[Copied] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     already_sorted: list[tuple[Path, Path]] = field(default_factory=list)
     unsure: int = 0
     moved: int = 0
     manifest: Path | None = None
+
+    def counts(self) -> dict[str, int]:
+        """How many images went to each label."""
+        counts: dict[str, int] = {}
+        for copy in self.copied:
+            counts[copy.label] = counts.get(copy.label, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def to_json(self) -> dict:
+        """The report as `sort --json` prints it."""
+        return {
+            "sorted": [
+                {
+                    "source": str(copy.source),
+                    "destination": str(copy.destination),
+                    "label": copy.label,
+                    "score": copy.score,
+                }
+                for copy in self.copied
+            ],
+            "skipped": [{"path": str(path), "reason": reason} for path, reason in self.skipped],
+            "already_sorted": [
+                {"source": str(source), "destination": str(destination)}
+                for source, destination in self.already_sorted
+            ],
+            "manifest": str(self.manifest),
+        }
 
 
 def safe_name_part(text: str) -> str:
@@ -111,15 +148,36 @@ class SourceChanged(Exception):
     """The source's bytes changed while it was being copied; it is left for a rerun."""
 
 
+class FreeNames:
+    """Free names in DEST: `elsa-0.99636.jpg`, then `elsa-0.99636-1.jpg`, `-2`...
+
+    It remembers how far each name's count got, so a thousand photos that share a label
+    and a score cost a thousand attempts, not half a million.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._next: dict[str, int] = {}
+
+    def claim(self, temporary: Path, name: str) -> Path:
+        """Give `temporary` the first free name from `name` on; never replace a file."""
+        stem, suffix = os.path.splitext(name)
+        for attempt in range(self._next.get(name, 0), 1_000_000):
+            candidate = self.folder / (name if attempt == 0 else f"{stem}-{attempt}{suffix}")
+            if _claim(temporary, candidate):
+                self._next[name] = attempt + 1
+                return candidate
+        raise TensorguessError(f"{self.folder}: no free name for {name}")
+
+
 def copy_without_overwriting(
-    source: Path, destination_dir: Path, name: str, digest: str | None = None
+    source: Path, names: FreeNames, name: str, digest: str | None = None
 ) -> Path:
-    """Copy `source` to `destination_dir/name`, or `stem-1.ext`, `stem-2.ext`... if taken.
+    """Copy `source` into the folder of `names` as `name`, or `stem-1.ext`... if taken.
 
     With `digest`, the copy is checked against it before it gets its name.
     """
-    stem, suffix = os.path.splitext(name)
-    handle, temporary_name = tempfile.mkstemp(prefix=_TEMPORARY, dir=destination_dir)
+    handle, temporary_name = tempfile.mkstemp(prefix=_TEMPORARY, dir=names.folder)
     os.close(handle)
     temporary = Path(temporary_name)
     try:
@@ -128,11 +186,7 @@ def copy_without_overwriting(
             os.fsync(stream.fileno())  # on disk before the manifest (and --move) count on it
         if digest is not None and file_digest(temporary) != digest:
             raise SourceChanged(source)
-        for attempt in range(1_000_000):
-            candidate = destination_dir / (name if attempt == 0 else f"{stem}-{attempt}{suffix}")
-            if _claim(temporary, candidate):
-                return candidate
-        raise TensorguessError(f"{destination_dir}: no free name for {name}")
+        return names.claim(temporary, name)
     finally:
         temporary.unlink(missing_ok=True)
 
@@ -291,6 +345,11 @@ def sort_folder(
     Images whose best score is under `min_score` are named `unsure-<label>-<score>.<ext>`.
     """
     source, destination = Path(source), Path(destination)
+    if destination.exists() and not destination.is_dir():
+        raise TensorguessError(
+            f"{destination}: DEST is a file, not a folder; give a folder for the sorted copies "
+            "(it is created if missing)"
+        )
     files, skipped = list_sources(source, destination)
     try:
         destination.mkdir(parents=True, exist_ok=True)
@@ -342,6 +401,7 @@ def _sort_into(
             else:
                 report.moved += 1
     orphans = orphan_copies(destination, classifier.labels)
+    names = FreeNames(destination)
     with progress_bar(len(todo), "Sorting", unit="img") as bar:
         for prediction in classifier.classify(todo, batch_size):
             bar.update(1)
@@ -357,7 +417,7 @@ def _sort_into(
             else:
                 name = sorted_name(label, score, path.suffix, unsure)
                 try:
-                    copied = copy_without_overwriting(path, destination, name, digest)
+                    copied = copy_without_overwriting(path, names, name, digest)
                 except SourceChanged:
                     report.skipped.append((path, "changed while it was copied; run again"))
                     continue
@@ -367,7 +427,7 @@ def _sort_into(
                         f"({error.strerror or error}); nothing is lost: fix that and run again"
                     ) from None
             manifest.add(path, copied, label, digest, prediction.scores)
-            report.copied.append((path, copied, label, score))
+            report.copied.append(Copied(path, copied, label, score))
             report.unsure += unsure
             if move:
                 reason = remove_verified_source(path, copied, *known[path])

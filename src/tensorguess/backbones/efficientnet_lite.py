@@ -23,7 +23,7 @@ import numpy as np
 from tensorguess.backbones.registry import register_backbone
 from tensorguess.backbones.torch_weights import read_state_dict
 from tensorguess.errors import TensorguessError
-from tensorguess.files import cache_directory, write_bytes_atomic
+from tensorguess.files import cache_directories, cache_directory, write_bytes_atomic
 
 if TYPE_CHECKING:
     import keras
@@ -208,8 +208,8 @@ def build_model(weights: dict[str, list[np.ndarray]], image_size: int) -> keras.
 # The cache of converted weights ----------------------------------------------------------
 
 
-def _cache_file(name: str, source: Path) -> Path:
-    return backbone_cache_directory() / f"{name}-{weights_tag(source)}-v{CONVERSION_VERSION}.npz"
+def _cache_name(name: str, source: Path) -> str:
+    return f"{name}-{weights_tag(source)}-v{CONVERSION_VERSION}.npz"
 
 
 def _read_cache(path: Path) -> dict[str, list[np.ndarray]] | None:
@@ -241,16 +241,19 @@ def _write_cache(path: Path, weights: dict[str, list[np.ndarray]]) -> None:
 def _converted_model(
     name: str, source: Path, image_size: int
 ) -> tuple[keras.Model, list[np.ndarray]]:
-    """The features model and the ImageNet head's weights, converting at most once per machine."""
-    cache = _cache_file(name, source)
-    weights = _read_cache(cache)
-    if weights is not None:
-        try:
-            return build_model(weights, image_size), weights["predictions"]
-        except (KeyError, ValueError, TensorguessError):
-            pass  # a stale or damaged cache: convert again from the weights file
+    """The features model and the ImageNet head's weights, converting at most once per machine.
+
+    A conversion made in advance (the Docker image's read-only cache) serves too.
+    """
+    for folder in cache_directories("backbones"):
+        weights = _read_cache(folder / _cache_name(name, source))
+        if weights is not None:
+            try:
+                return build_model(weights, image_size), weights["predictions"]
+            except (KeyError, ValueError, TensorguessError):
+                pass  # a stale or damaged cache: convert again from the weights file
     weights = convert_state_dict(read_state_dict(source))
-    _write_cache(cache, weights)
+    _write_cache(backbone_cache_directory() / _cache_name(name, source), weights)
     return build_model(weights, image_size), weights["predictions"]
 
 
@@ -271,7 +274,8 @@ class EfficientNetLite:
         source = weights_file(name)
         self.name = name
         self.image_size = size
-        self.cache_key = f"{name}-{size}-{weights_tag(source)}"
+        # Everything that shapes a feature: the weights, how they were converted, the size.
+        self.cache_key = f"{name}-{size}-{weights_tag(source)}-c{CONVERSION_VERSION}"
         self.model, self._imagenet_head = _converted_model(name, source, size)
 
     def preprocess(self, pixels: tf.Tensor) -> tf.Tensor:

@@ -1,37 +1,27 @@
 """Training the head on cached features: softmax (optional hidden layer), early stopping.
 
 Label smoothing, per-label weights and a learning-rate schedule are options; each epoch may
-show a photo as one of its cached distorted views (augment.py) instead of itself.
+show a photo as one of its cached distorted views (augment.py) instead of itself. The epoch
+loop (`run_epochs`: history, best weights, early stopping, the progress line) also drives
+fine-tuning.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import keras
 import numpy as np
 
-
-@dataclass(frozen=True)
-class HeadOptions:
-    """How the head is trained; the defaults suit a few hundred photos per label."""
-
-    hidden_units: int = 0
-    dropout: float = 0.0
-    label_smoothing: float = 0.0
-    balance_labels: bool = False
-    learning_rate: float = 0.001
-    schedule: str = "constant"
-    epochs: int = 200
-    batch_size: int = 64
-    patience: int = 20
-    report_every: int = 10
-    seed: int = 0
-
+from tensorguess.options import HeadOptions
 
 # Validation loss must fall by more than this to count as progress for early stopping.
 MIN_IMPROVEMENT = 1e-4
+# The head's epochs take milliseconds: one progress line per this many.
+REPORT_EVERY = 10
+Say = Callable[[str], None]
 
 
 @dataclass
@@ -85,13 +75,70 @@ def build_head(feature_dim: int, num_classes: int, options: HeadOptions):
     return keras.Sequential(layers)
 
 
+@dataclass
+class Epochs:
+    """What `run_epochs` did: the figures of each epoch, how many ran, the best weights."""
+
+    history: dict[str, list[float]]
+    epochs_run: int
+    best_weights: list[np.ndarray]
+
+
+def run_epochs(
+    epochs: int,
+    train_epoch: Callable[[], tuple[float, float]],
+    measure: Callable[[], tuple[float, float]],
+    weights: Callable[[], list[np.ndarray]],
+    validation_count: int,
+    say: Say,
+    title: str = "Epoch",
+    patience: int | None = None,
+    report_every: int = 1,
+    start_counts: bool = False,
+) -> Epochs:
+    """Train epoch after epoch, keeping the weights of the best one on validation.
+
+    `train_epoch()` runs one epoch and returns its training (cross entropy, accuracy);
+    `measure()` returns them on the validation split (or on the training one when there is
+    none). Stops after `patience` epochs without progress; with `start_counts`, the weights
+    before the first epoch compete too, so the result is never worse than the start.
+    """
+    history: dict[str, list[float]] = {"loss": [], "accuracy": []}
+    if validation_count:
+        history.update(val_loss=[], val_accuracy=[])
+    best_loss = measure()[0] if start_counts else float("inf")
+    best_weights, best_epoch = weights(), 0
+    epoch = 0
+    for epoch in range(1, epochs + 1):
+        started = time.monotonic()
+        loss, accuracy = train_epoch()
+        history["loss"].append(loss)
+        history["accuracy"].append(accuracy)
+        monitored_loss, monitored_accuracy = measure()
+        if validation_count:
+            history["val_loss"].append(monitored_loss)
+            history["val_accuracy"].append(monitored_accuracy)
+        if monitored_loss < best_loss - MIN_IMPROVEMENT:
+            best_loss, best_weights, best_epoch = monitored_loss, weights(), epoch
+        last = epoch == epochs or (patience is not None and epoch - best_epoch >= patience)
+        if epoch == 1 or epoch % report_every == 0 or last:
+            line = _progress_line(title, epoch, history, validation_count)
+            if report_every == 1:  # slow epochs: say how slow
+                line += f" ({time.monotonic() - started:.0f} s)"
+            say(line)
+        if last:
+            break
+    return Epochs(history, epoch, best_weights)
+
+
 def train_head(
     train: SplitData,
     validation: SplitData,
     test: SplitData,
     num_classes: int,
     options: HeadOptions,
-    report: Callable[[str], None] = print,
+    seed: int = 0,
+    say: Say = print,
 ) -> TrainedHead:
     """Train on `train`, stop early on `validation`, then score `test`.
 
@@ -100,13 +147,13 @@ def train_head(
     """
     import tensorflow as tf
 
-    keras.utils.set_random_seed(options.seed)
+    keras.utils.set_random_seed(seed)
     model = build_head(train.features.shape[1], num_classes, options)
     steps_per_epoch = -(-len(train) // options.batch_size)
     optimizer = keras.optimizers.Adam(learning_rate(options, steps_per_epoch))
     # One-hot targets: Keras' sparse loss has no label smoothing.
     loss_function = keras.losses.CategoricalCrossentropy(label_smoothing=options.label_smoothing)
-    weights = label_weights(train.labels, num_classes, options.balance_labels)
+    weights = label_weights(train.labels, num_classes, options.class_weights == "balanced")
 
     @tf.function(reduce_retracing=True)
     def step(features, labels):
@@ -123,15 +170,9 @@ def train_head(
         scores = model(features, training=False)
         return loss_function(tf.one_hot(labels, num_classes), scores), scores
 
-    has_validation = len(validation) > 0
-    monitored = validation if has_validation else train
-    history: dict[str, list[float]] = {"loss": [], "accuracy": []}
-    if has_validation:
-        history.update(val_loss=[], val_accuracy=[])
-    best_loss, best_weights, best_epoch = float("inf"), model.get_weights(), 0
-    rng = np.random.default_rng(options.seed)
-    epoch = 0
-    for epoch in range(1, options.epochs + 1):
+    rng = np.random.default_rng(seed)
+
+    def train_epoch() -> tuple[float, float]:
         order = rng.permutation(len(train))
         features = epoch_features(train, rng)
         total_loss = correct = 0.0
@@ -140,26 +181,31 @@ def train_head(
             loss, scores = step(features[rows], train.labels[rows])
             total_loss += float(loss) * len(rows)
             correct += int((np.argmax(scores, axis=1) == train.labels[rows]).sum())
-        history["loss"].append(total_loss / len(train))
-        history["accuracy"].append(correct / len(train))
+        return total_loss / len(train), correct / len(train)
+
+    monitored = validation if len(validation) else train
+
+    def measure() -> tuple[float, float]:
         loss, scores = evaluate(monitored.features, monitored.labels)
-        if has_validation:
-            history["val_loss"].append(float(loss))
-            history["val_accuracy"].append(_accuracy(scores, validation.labels))
-        if float(loss) < best_loss - MIN_IMPROVEMENT:
-            best_loss, best_weights, best_epoch = float(loss), model.get_weights(), epoch
-        last = epoch - best_epoch >= options.patience or epoch == options.epochs
-        if epoch == 1 or epoch % options.report_every == 0 or last:
-            report(_progress_line(epoch, history, len(validation)))
-        if last:
-            break
-    model.set_weights(best_weights)
+        return float(loss), _accuracy(scores, monitored.labels)
+
+    epochs = run_epochs(
+        options.epochs,
+        train_epoch,
+        measure,
+        model.get_weights,
+        len(validation),
+        say,
+        patience=options.patience,
+        report_every=REPORT_EVERY,
+    )
+    model.set_weights(epochs.best_weights)
     head = TrainedHead(
         layers=dense_layers(model),
         test_accuracy=None,
         test_count=len(test),
-        epochs_run=epoch,
-        history=history,
+        epochs_run=epochs.epochs_run,
+        history=epochs.history,
     )
     head.test_scores = head.probabilities(test.features)
     if len(test):
@@ -178,7 +224,7 @@ def dense_layers(model: keras.Model) -> list[tuple[np.ndarray, np.ndarray]]:
 
 def learning_rate(options: HeadOptions, steps_per_epoch: int):
     """The optimizer's learning rate: constant, or a cosine decay to zero over `epochs`."""
-    if options.schedule == "cosine":
+    if options.learning_rate_schedule == "cosine":
         return keras.optimizers.schedules.CosineDecay(
             options.learning_rate, decay_steps=options.epochs * steps_per_epoch
         )
@@ -211,13 +257,15 @@ def _accuracy(scores, labels: np.ndarray) -> float:
     return float((np.argmax(np.asarray(scores), axis=1) == labels).mean())
 
 
-def _progress_line(epoch: int, history: dict[str, list[float]], validation_count: int) -> str:
+def _progress_line(
+    title: str, epoch: int, history: dict[str, list[float]], validation_count: int
+) -> str:
     """retrain.py's progress line for one epoch."""
     line = (
-        f"Epoch {epoch}: train accuracy = {100 * history['accuracy'][-1]:.1f}%, "
+        f"{title} {epoch}: train accuracy = {100 * history['accuracy'][-1]:.1f}%, "
         f"cross entropy = {history['loss'][-1]:.3f}"
     )
-    if "val_accuracy" in history:
+    if validation_count:
         line += (
             f", validation accuracy = {100 * history['val_accuracy'][-1]:.1f}% "
             f"(N={validation_count})"

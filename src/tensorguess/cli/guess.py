@@ -1,0 +1,71 @@
+"""`tensorguess guess` (guess.sh): label images, one line per label, best first."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from tensorguess.cli.common import (
+    EXIT_PROBLEM,
+    TF_FILES_HELP,
+    add_debug_flag,
+    add_model_flags,
+    positive_int,
+    program,
+    say,
+)
+
+NAME = "guess"
+EPILOG = """example:
+  {prog} ./tf_files photo.jpg
+  elsa (score = 0.99636)
+  darth_vader (score = 0.00364)
+
+old graphs (retrain.py, TensorFlow for Poets) work too, and answer as label_image.py did;
+its flags override what is detected."""
+
+
+def add_parser(commands) -> argparse.ArgumentParser:
+    """The guess command and its flags."""
+    guess = commands.add_parser(
+        NAME,
+        help="label images with a trained classifier",
+        description="Print each label with its score, best first.",
+        epilog=EPILOG.format(prog=program(NAME)),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=program(NAME),
+        allow_abbrev=False,
+    )
+    guess.add_argument("tf_files", type=Path, metavar="TF_FILES", help=TF_FILES_HELP)
+    guess.add_argument(
+        "images", type=Path, nargs="+", metavar="IMAGE", help="the photos to label (any format)"
+    )
+    guess.add_argument("--top_k", type=positive_int, help="print only the best K labels")
+    guess.add_argument("--json", action="store_true", help="print JSON instead of lines")
+    add_model_flags(guess)
+    add_debug_flag(guess)
+    guess.set_defaults(run=run, interrupted="nothing was written")
+    return guess
+
+
+def run(args: argparse.Namespace) -> int:
+    """Label each image; exit 1 if any could not be read (the others are still labelled)."""
+    from tensorguess.cli.common import load_model
+
+    classifier = load_model(args)
+    results, failures = [], 0
+    for prediction in classifier.classify(args.images):
+        results.append(prediction.to_json(classifier.labels, args.top_k))
+        if prediction.scores is None:
+            failures += 1
+            say(f"tensorguess: error: {prediction.path}: {prediction.problem}")
+            continue
+        if not args.json:
+            if len(args.images) > 1:
+                print(f"{prediction.path}:")
+            for label, score in prediction.ranked(classifier.labels, args.top_k):
+                print(f"{label} (score = {score:.5f})")
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return EXIT_PROBLEM if failures else 0

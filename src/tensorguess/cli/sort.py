@@ -1,0 +1,104 @@
+"""`tensorguess sort` (guessDir.sh): copy every image of SRC into DEST named by its label."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from tensorguess.cli.common import (
+    TF_FILES_HELP,
+    add_debug_flag,
+    add_model_flags,
+    load_model,
+    output,
+    plural,
+    positive_int,
+    print_skipped,
+    program,
+    score,
+)
+
+NAME = "sort"
+EPILOG = """example:
+  {prog} ./tf_files ~/unsorted ~/sorted
+copies ~/unsorted/IMG_0001.jpg to ~/sorted/elsa-0.99636.jpg (never overwriting:
+a taken name gets -1, -2, ...) and writes ~/sorted/manifest.csv. SRC is only read
+(unless --move). Run it again after new photos arrive, or after an interrupted run:
+what the manifest lists is not sorted twice."""
+
+
+def add_parser(commands) -> argparse.ArgumentParser:
+    """The sort command and its flags."""
+    sort = commands.add_parser(
+        NAME,
+        help="sort a folder of images into DEST by label (guessDir.sh)",
+        description="Classify every image in SRC and copy it into DEST as <label>-<score>.<ext>.",
+        epilog=EPILOG.format(prog=program(NAME)),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=program(NAME),
+        allow_abbrev=False,
+    )
+    sort.add_argument("tf_files", type=Path, metavar="TF_FILES", help=TF_FILES_HELP)
+    sort.add_argument(
+        "source",
+        type=Path,
+        metavar="SRC",
+        help="the folder of images to sort (its top level; only read, unless --move)",
+    )
+    sort.add_argument(
+        "destination",
+        type=Path,
+        metavar="DEST",
+        help="where the renamed copies and manifest.csv go (created if missing)",
+    )
+    sort.add_argument("--batch_size", type=positive_int, default=64, help="default 64")
+    sort.add_argument(
+        "--move",
+        action="store_true",
+        help="delete each source once its copy in DEST is verified (size and SHA-256)",
+    )
+    sort.add_argument(
+        "--min_score",
+        type=score,
+        default=0.0,
+        help="name images whose best score is under this unsure-<label>-<score>.<ext> "
+        "(0-1, default 0)",
+    )
+    sort.add_argument("--json", action="store_true", help="print a JSON summary at the end")
+    add_model_flags(sort)
+    add_debug_flag(sort)
+    sort.set_defaults(run=run, interrupted="run it again to finish (nothing is sorted twice)")
+    return sort
+
+
+def run(args: argparse.Namespace) -> int:
+    """Sort, then say what went where and what was skipped."""
+    from tensorguess.sort import sort_folder
+
+    classifier = load_model(args)
+    report = sort_folder(
+        classifier,
+        args.source,
+        args.destination,
+        args.batch_size,
+        move=args.move,
+        min_score=args.min_score,
+    )
+    say = output(args.json)
+    by_label = ", ".join(f"{label} {count}" for label, count in report.counts().items())
+    say(
+        f"Sorted {plural(len(report.copied), 'image')} into {args.destination} "
+        f"({by_label or 'none'})"
+    )
+    if report.unsure:
+        say(f"Unsure (best score under {args.min_score}): {report.unsure}, named unsure-*")
+    if report.already_sorted:
+        say(f"Already sorted by an earlier run: {len(report.already_sorted)}")
+    if args.move:
+        say(f"Removed from {args.source} after verifying their copies: {report.moved}")
+    say(f"Manifest: {report.manifest}")
+    print_skipped([(str(path), reason) for path, reason in report.skipped], say)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    return 0

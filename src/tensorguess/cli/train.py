@@ -1,0 +1,132 @@
+"""`tensorguess train` (train.sh): its arguments, made from the settings table, and its runner."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from tensorguess.cli.common import add_debug_flag, add_engine_flag, output, print_skipped, program
+from tensorguess.engines import ENGINE_HELP_TRAIN
+from tensorguess.options import FLAGS, Flag, OneOf
+from tensorguess.presets import DEFAULT_PRESET, PRESET_HELP, PRESETS, preset_values
+
+NAME = "train"
+EPILOG = """examples:
+  {prog} ./tf_files          # photos in ./tf_files/data/<label>/
+  {prog} ./tf_files --preset fast
+  {prog} ./tf_files --preset best --summaries_dir /tmp/tensorboard
+
+writes into TF_FILES: retrained_graph.pb, retrained_labels.txt, saved_model/,
+tensorguess.json, report.html (with training_curves.png and confusion_matrix.png), and
+the feature cache bottlenecks/ (safe to delete). Measured presets: docs/accuracy.md."""
+GROUPS = {
+    None: None,
+    "head": "the classifier head (trained on cached features)",
+    "distortions": "distortions (retrain.py's, off unless set): the head learns from distorted "
+    "views of each training photo, computed once and cached; fine-tuning distorts every step",
+    "fine_tune": "fine-tuning: it cannot use the feature cache, so every epoch runs the "
+    "backbone on every training photo (minutes per epoch on a CPU); efficientnet_lite "
+    "backbones only",
+}
+
+
+def add_parser(commands) -> argparse.ArgumentParser:
+    """The train command and its flags."""
+    train = commands.add_parser(
+        NAME,
+        help="train a classifier on TF_FILES/data/<label>/",
+        description="Train a classifier on the photos in TF_FILES/data/<label>/ "
+        "(one folder per label) and write it into TF_FILES.",
+        epilog=EPILOG.format(prog=program(NAME)),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=program(NAME),
+        allow_abbrev=False,
+    )
+    train.add_argument(
+        "tf_files",
+        type=Path,
+        metavar="TF_FILES",
+        help="the folder with your photos in data/<label>/; the classifier is written there",
+    )
+    train.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        default=DEFAULT_PRESET,
+        help="; ".join(f"{name}: {text}" for name, text in PRESET_HELP.items())
+        + ". Any flag below overrides its preset's value.",
+    )
+    groups = {
+        section: train.add_argument_group(title) if title else train
+        for section, title in GROUPS.items()
+    }
+    for flag in FLAGS.values():
+        _add_flag(groups[flag.section], flag)
+    train.add_argument(
+        "--no_report",
+        action="store_true",
+        help="skip report.html and its PNG figures (saves a few seconds; a report from an "
+        "earlier run is left as it was)",
+    )
+    train.add_argument("--json", action="store_true", help="print a JSON summary at the end")
+    add_engine_flag(train, ENGINE_HELP_TRAIN)
+    add_debug_flag(train)
+    train.set_defaults(run=run, interrupted="the previous model and the cache are intact")
+    return train
+
+
+def _add_flag(group, flag: Flag) -> None:
+    defaults = _defaults(flag)
+    text = f"{flag.help} ({defaults})" if defaults else flag.help
+    if flag.kind is bool:
+        group.add_argument(f"--{flag.name}", action=argparse.BooleanOptionalAction, help=text)
+    elif isinstance(flag.check, OneOf):
+        group.add_argument(f"--{flag.name}", choices=flag.check.choices, help=text)
+    elif flag.check is None:  # a path or a name: the stage that uses it checks it
+        group.add_argument(f"--{flag.name}", type=flag.kind, help=text)
+    else:
+        group.add_argument(f"--{flag.name}", type=_checked(flag), help=text)
+
+
+def _defaults(flag: Flag) -> str:
+    """How the presets set a flag, for --help: "default 0.005" or "preset fast: ..."."""
+    values = preset_values(flag.name)
+    if len(set(map(str, values.values()))) == 1:
+        shown = values[DEFAULT_PRESET]
+        return "" if shown is None else f"default {shown}"
+    return "preset " + ", ".join(f"{preset}: {value}" for preset, value in values.items())
+
+
+def _checked(flag: Flag):
+    """An argparse type that converts the text and applies the setting's own check."""
+
+    def parse(text: str):
+        value = flag.kind(text)
+        problem = flag.check.problem(value) if flag.check else None
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    parse.__name__ = flag.kind.__name__  # "invalid int value: 'x'"
+    return parse
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train, print the summary; the settings are checked before anything else happens."""
+    from tensorguess.pipeline import train_classifier
+    from tensorguess.presets import preset_options
+
+    given = {name: getattr(args, name) for name in FLAGS if getattr(args, name) is not None}
+    if args.no_report:
+        given["report"] = False
+    if args.engine:
+        given["engine"] = args.engine
+    options = preset_options(args.preset, **given)
+    # With --json, standard output holds the JSON alone; the progress lines go to stderr.
+    report = output(args.json)
+    summary = train_classifier(args.tf_files, options, report)
+    print_skipped(summary.skipped, report)
+    report(f"Wrote {', '.join(summary.outputs)} in {summary.seconds:.1f} s")
+    if args.json:
+        print(json.dumps(summary.to_json(), indent=2))
+    return 0

@@ -1,0 +1,201 @@
+"""The OpenVINO engine: the fast one on CPUs, and its cache of converted models.
+
+OpenVINO runs the graph cut at its pixel input with a fixed small batch and two requests
+in flight (one per core pair), which on this project's 2-core machine computes
+EfficientNet-Lite0 features about 2x faster than TensorFlow in float32 and about 5x faster
+in bfloat16, the precision OpenVINO picks by itself on CPUs with AMX. Converting a graph
+costs seconds and needs TensorFlow, so converted models are kept on disk
+(`$TENSORGUESS_CACHE_DIR/openvino/<key>-v<version>-ov<release>/`), written whole or not
+at all; a damaged entry is converted again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from tensorguess.engines.tensorflow import Runner
+from tensorguess.files import cache_directories, cache_directory
+
+# OpenVINO runs fixed-shape batches: one shape compiles once and runs fastest. Eight images
+# per request, two requests at a time, measured best on 2 cores (docs/benchmarks.md).
+OPENVINO_BATCH = 8
+# Bump when the cut or the conversion changes, so older cached models are not reused.
+CACHE_VERSION = 3
+# Converted models kept on disk, the least recently used dropped first.
+MAX_CACHED_MODELS = 16
+FLOAT32 = "f32"
+
+
+@lru_cache(maxsize=1)
+def openvino_core():
+    """OpenVINO's Core, or None when the package is missing."""
+    try:
+        import openvino
+    except ImportError:
+        return None
+    return openvino.Core()
+
+
+def native_precision() -> str:
+    """The arithmetic OpenVINO picks by itself on this CPU: `bf16` with AMX, else `f32`."""
+    return openvino_core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
+
+
+def cut_at_input(graph_def, input_name: str, output_name: str, shape: tuple[int, ...]):
+    """The part of `graph_def` from a float placeholder named `input_name` to `output_name`."""
+    import tensorflow as tf
+
+    cut = tf.compat.v1.GraphDef()
+    cut.versions.CopyFrom(graph_def.versions)
+    cut.library.CopyFrom(graph_def.library)
+    found = False
+    for node in graph_def.node:
+        if node.name == input_name:
+            found = True
+            placeholder = cut.node.add()
+            placeholder.name, placeholder.op = input_name, "Placeholder"
+            placeholder.attr["dtype"].type = tf.float32.as_datatype_enum
+            placeholder.attr["shape"].shape.CopyFrom(tf.TensorShape([None, *shape]).as_proto())
+        else:
+            cut.node.add().CopyFrom(node)
+    if not found:
+        raise KeyError(input_name)
+    # Keep what `output_name` depends on (the decoder upstream of the input falls away).
+    nodes = {node.name: node for node in cut.node}
+    needed, todo = set(), [output_name]
+    while todo:
+        name = todo.pop()
+        if name not in needed:
+            needed.add(name)
+            todo += [source.lstrip("^").split(":")[0] for source in nodes[name].input]
+    del cut.node[:]
+    cut.node.extend(node for node in nodes.values() if node.name in needed)
+    return cut
+
+
+def convert(
+    graph_def,
+    input_name: str,
+    output_name: str,
+    shape: tuple[int, ...],
+    batch: int,
+    whole_pixels: bool,
+):
+    """The graph from `input_name` to `output_name` as an OpenVINO model of fixed `batch`.
+
+    `whole_pixels`: the input takes 0-255 as they are, so the decoder's uint8 go in as they
+    are; OpenVINO converts them inside, in parallel, and a batch travels in a quarter of
+    the memory.
+    """
+    import openvino
+    from openvino.preprocess import PrePostProcessor
+
+    model = openvino.convert_model(cut_at_input(graph_def, input_name, output_name, shape))
+    model.reshape({model.inputs[0].any_name: [batch, *shape]})
+    if whole_pixels:
+        steps = PrePostProcessor(model)
+        steps.input().tensor().set_element_type(openvino.Type.u8)
+        model = steps.build()
+    return model
+
+
+def compiled_runner(model, float32: bool) -> Runner:
+    """`run(pixels [B, ...]) -> outputs [B, ...]` over `model`, any B, in fixed batches."""
+    import openvino
+
+    config = {"PERFORMANCE_HINT": "THROUGHPUT", "ENABLE_CPU_PINNING": False}
+    if float32:
+        config["INFERENCE_PRECISION_HINT"] = FLOAT32
+    compiled = openvino_core().compile_model(model, "CPU", config)
+    batch = compiled.inputs[0].get_shape()[0]
+    input_type = compiled.inputs[0].get_element_type().to_dtype()
+    requests = openvino.AsyncInferQueue(
+        compiled, max(1, compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+    )
+
+    def collect(request, slot: tuple[list, int]) -> None:
+        results, index = slot
+        results[index] = request.get_output_tensor(0).data.copy()
+
+    requests.set_callback(collect)
+
+    def run(pixels: np.ndarray) -> np.ndarray:
+        pixels = np.ascontiguousarray(pixels, input_type)
+        count = len(pixels)
+        padded = -count % batch
+        if padded:
+            pixels = np.concatenate([pixels, np.zeros((padded, *pixels.shape[1:]), input_type)])
+        results: list = [None] * (len(pixels) // batch)
+        for index in range(len(results)):
+            requests.start_async({0: pixels[index * batch : (index + 1) * batch]}, (results, index))
+        requests.wait_all()
+        return np.concatenate(results)[:count]
+
+    return run
+
+
+def _entry_name(cache_key: str) -> str:
+    import openvino
+
+    release = openvino.__version__.split("-")[0]  # "2026.4.1-22982-.../2026/4" has slashes
+    safe_key = re.sub(r"[^A-Za-z0-9._-]", "_", cache_key)
+    return f"{safe_key}-v{CACHE_VERSION}-ov{release}"
+
+
+def load_converted(cache_key: str) -> tuple[object, dict] | None:
+    """(model, notes) that `store_converted` kept under `cache_key`, or None."""
+    core = openvino_core()
+    for root in cache_directories("openvino"):
+        folder = root / _entry_name(cache_key)
+        if not (folder / "notes.json").is_file():
+            continue
+        try:
+            notes = json.loads((folder / "notes.json").read_text(encoding="utf-8"))
+            model = core.read_model(str(folder / "model.xml"))
+        except Exception:  # noqa: BLE001  (a damaged entry is rebuilt, whatever is wrong)
+            continue
+        try:
+            os.utime(folder)  # recently used: kept when old entries are pruned
+        except OSError:
+            pass
+        return model, notes
+    return None
+
+
+def store_converted(cache_key: str, model, notes: dict) -> None:
+    """Keep a converted model, whole or not at all; a read-only cache just goes without."""
+    import openvino
+
+    root = cache_directory("openvino")
+    folder = root / _entry_name(cache_key)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".tmp-", dir=root) as scratch:
+            built = Path(scratch) / "model"
+            built.mkdir()
+            openvino.save_model(model, str(built / "model.xml"), compress_to_fp16=False)
+            (built / "notes.json").write_text(json.dumps(notes), encoding="utf-8")
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(built, folder)
+        prune(root)
+    except OSError:
+        pass
+
+
+def prune(root: Path) -> None:
+    """Keep the most recently used converted models; every train adds one (10-20 MB)."""
+    entries = sorted(
+        (entry for entry in root.iterdir() if not entry.name.startswith(".")),
+        key=lambda entry: entry.stat().st_mtime,
+        reverse=True,
+    )
+    for entry in entries[MAX_CACHED_MODELS:]:
+        shutil.rmtree(entry, ignore_errors=True)
