@@ -380,6 +380,10 @@ tensorguess_docker_run() {
   fi
   # --init: a small init as PID 1 passes signals (Ctrl-C, docker stop) on to tensorguess.
   options+=(--init --user "$(id -u):$(id -g)")
+  # --help and usage lines name the script the user typed.
+  if [ -n "${TENSORGUESS_WRAPPER:-}" ]; then
+    options+=(-e "TENSORGUESS_WRAPPER=$TENSORGUESS_WRAPPER")
+  fi
   if [ -n "$cache" ]; then
     options+=(-e "TENSORGUESS_CACHE_DIR=$cache" -v "$cache:$cache")
   fi
@@ -392,10 +396,11 @@ tensorguess_docker_run() {
     none) ;;
     *) options+=(--gpus "$TENSORGUESS_GPUS") ;;
   esac
-  # An engine chosen on the host (inference.py) holds in the container too.
+  # An engine chosen on the host (engines/) holds in the container too.
   if [ -n "${TENSORGUESS_ENGINE:-}" ]; then
     options+=(-e "TENSORGUESS_ENGINE=$TENSORGUESS_ENGINE")
   fi
+
   while [ "$index" -lt "${#TENSORGUESS_MOUNT_FOLDERS[@]}" ]; do
     folder=${TENSORGUESS_MOUNT_FOLDERS[index]}
     mode=${TENSORGUESS_MOUNT_MODES[index]}
@@ -418,6 +423,12 @@ tensorguess_docker_run() {
 tensorguess_main() {
   local command=$1
   shift
+  # --help and usage lines say `bash guessDir.sh`, not `tensorguess sort`.
+  case "$command" in
+    train) export TENSORGUESS_WRAPPER="bash train.sh" ;;
+    guess) export TENSORGUESS_WRAPPER="bash guess.sh" ;;
+    sort) export TENSORGUESS_WRAPPER="bash guessDir.sh" ;;
+  esac
   tensorguess_choose_runtime
   if [ "$TENSORGUESS_CHOSEN_RUNTIME" = docker ]; then
     tensorguess_docker_run "$command" "$@"
