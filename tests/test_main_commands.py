@@ -67,10 +67,11 @@ def _copy_tracked_files(destination: Path) -> Path:
     return destination
 
 
-def _in_clone(clone: Path, command: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run one command line with bash in the clone, as typed there by a user."""
+def _in_clone(clone: Path, command: str) -> subprocess.CompletedProcess:
+    """Run one command line with bash in the clone, as typed there by a user; it must succeed."""
+    # The project's own environment: the wrappers would otherwise build one in the clone.
     venv = os.environ.get("TENSORGUESS_VENV") or str(ROOT / ".venv")
-    return run("bash", "-c", command, cwd=clone, check=check, PWD=str(clone), TENSORGUESS_VENV=venv)
+    return run("bash", "-c", command, cwd=clone, PWD=str(clone), TENSORGUESS_VENV=venv)
 
 
 @dataclass
