@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run
+from helpers import ROOT, run
 
 SCORE_LINE = re.compile(r"^(\S+) \(score = (\d\.\d{5})\)$")
 ACCURACY_LINE = re.compile(r"^Final test accuracy = ([\d.]+)% \(N=(\d+)\)$", re.M)
