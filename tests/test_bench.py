@@ -28,7 +28,7 @@ def test_the_2016_loop_sorts_as_guessdir_does(trained, tmp_path):
     assert sorted(name.split("-")[0] for name in ours) == sorted(labels)
 
 
-def test_bench_measures_ours_beside_the_old_ways(tmp_path):
+def test_a_quick_bench_measures_ours_beside_the_old_ways(tmp_path):
     photos = tmp_path / "photos"
     draw_photos(photos / "circle", "circle", 12, seed=42)
     draw_photos(photos / "square", "square", 12, seed=42)
@@ -43,6 +43,7 @@ def test_bench_measures_ours_beside_the_old_ways(tmp_path):
         "40",
         "--output",
         output,
+        "--quick",
         TENSORGUESS_PROGRESS="0",
     )
     table = output.read_text()
@@ -53,7 +54,8 @@ def test_bench_measures_ours_beside_the_old_ways(tmp_path):
         for cells in (line.split("|") for line in table.splitlines() if line.startswith("| "))
     }
     assert re.fullmatch(r"\d+ images/s", rows["feature extraction, warm cache"])
-    assert any(name.startswith("feature extraction, cold cache, tensorflow") for name in rows)
+    assert any(name.startswith("feature extraction, cold cache, openvino") for name in rows)
+    assert not any("tensorflow" in name or "default preset" in name for name in rows)  # quick
     assert re.fullmatch(r"[\d.]+ s", rows["train --preset fast, warm cache (3 epochs)"])
     assert re.fullmatch(r"[\d.]+ s", rows["old: Keras end-to-end fit, frozen backbone, 3 epochs"])
     assert re.fullmatch(r"[\d.]+x", rows["ratio: Keras fit / our warm train"])

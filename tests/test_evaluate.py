@@ -122,6 +122,4 @@ def test_evaluate_one_label_and_a_dash_for_a_label_without_photos(trained, tmp_p
 def test_evaluate_on_photos_without_label_folders_says_what_to_do(trained, tmp_path):
     draw_photos(tmp_path / "flat", "circle", 2, seed=45)
     result = tensorguess("evaluate", trained[0], tmp_path / "flat", check=False)
-    one_line_error(
-        result, "2 images directly in the folder but no label folders", "flat/<label>/"
-    )
+    one_line_error(result, "2 images directly in the folder but no label folders", "flat/<label>/")

@@ -215,13 +215,13 @@ def _epochs_run(output: str) -> int:
     return max(int(number) for number in re.findall(r"^Epoch (\d+):", output, re.MULTILINE))
 
 
-def feature_speeds(tf_files: str, cache: str, backbone_name: str) -> None:
+def feature_speeds(tf_files: str, cache: str, backbone_name: str, every_engine: bool) -> None:
     """Print (as one JSON line) the table rows of feature extraction with each engine."""
     from tensorguess.engines import engine_precision, resolved_engine
 
     default = resolved_engine("auto")
     engines = [(default, f"{default} ({engine_precision(default)}, the default here)")]
-    for engine in ("openvino-f32", "tensorflow"):
+    for engine in ("openvino-f32", "tensorflow") if every_engine else ():
         if engine != default and (engine != "openvino-f32" or default == "openvino"):
             engines.append((engine, f"{engine} (f32)"))
     rows = []
@@ -239,8 +239,13 @@ def run_benchmark(
     many: int = 0,
     backbone: str = "efficientnet_lite0",
     say=print,
+    quick: bool = False,
 ) -> BenchResult:
-    """Measure everything on `photos` (laid out like <label>/*.jpg), working in `work`."""
+    """Measure everything on `photos` (laid out like <label>/*.jpg), working in `work`.
+
+    `quick` leaves out the slowest rows (the float32 engines' feature extraction, the
+    default preset's training): for checking that the benchmark runs, not for figures.
+    """
     photos, work = Path(photos).resolve(), Path(work).resolve()
     if work.exists() and (not work.is_dir() or any(work.iterdir())):
         raise TensorguessError(f"{work}: choose an empty or new folder for the benchmark")
@@ -256,7 +261,8 @@ def run_benchmark(
         _python(
             "-c",
             "from tensorguess.bench import feature_speeds; "
-            f"feature_speeds({str(tf_files)!r}, {str(work / 'feature-cache')!r}, {backbone!r})",
+            f"feature_speeds({str(tf_files)!r}, {str(work / 'feature-cache')!r}, {backbone!r}, "
+            f"{not quick})",
         ),
     )
     rows += [tuple(row) for row in json.loads(speeds.output.strip().splitlines()[-1])]
@@ -295,17 +301,18 @@ def run_benchmark(
         ),
         ("ratio: Keras fit / our warm train", f"{keras_fit.seconds / train_warm.seconds:.1f}x", ""),
     ]
-    say("train with the default preset (fine-tunes the top blocks), warm cache...")
-    default = run_measured(
-        "train (default preset)", [*cli, "train", str(tf_files), "--backbone", backbone]
-    )
-    rows.append(
-        (
-            "train (default preset: fine-tunes 4 blocks), warm cache",
-            f"{default.seconds:.1f} s",
-            _accuracy(default.output),
+    if not quick:
+        say("train with the default preset (fine-tunes the top blocks), warm cache...")
+        default = run_measured(
+            "train (default preset)", [*cli, "train", str(tf_files), "--backbone", backbone]
         )
-    )
+        rows.append(
+            (
+                "train (default preset: fine-tunes 4 blocks), warm cache",
+                f"{default.seconds:.1f} s",
+                _accuracy(default.output),
+            )
+        )
 
     say("guessDir, ours (first and second run) and the 2016 loop...")
     sort = [*cli, "sort", str(tf_files), str(flat)]

@@ -46,9 +46,7 @@ class PixelView(Protocol):
 class BottleneckCache:
     """Feature vectors on disk, one `.npy` per distinct image content (and view of it)."""
 
-    def __init__(
-        self, root: Path, backbone: Backbone, engine: str | None = None, view: str = ""
-    ):
+    def __init__(self, root: Path, backbone: Backbone, engine: str | None = None, view: str = ""):
         self.folder = Path(root) / features_key(backbone, engine) / view
         self.feature_dim = backbone.feature_dim
 

@@ -140,9 +140,7 @@ def _too_few_labels(
             f"{example})"
         )
     need = "one folder per label" + (", at least two labels" if least_labels > 1 else "")
-    return (
-        f"{data_dir}: no images found{without}; put your photos in {data_dir}/<label>/ ({need})"
-    )
+    return f"{data_dir}: no images found{without}; put your photos in {data_dir}/<label>/ ({need})"
 
 
 def _label_problem(name: str) -> str | None:

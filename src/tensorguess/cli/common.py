@@ -25,6 +25,23 @@ def program(command: str) -> str:
     return os.environ.get(WRAPPER_VARIABLE) or f"tensorguess {command}"
 
 
+def command_parser(
+    commands, name: str, help: str, description: str, epilog: str = ""
+) -> argparse.ArgumentParser:
+    """A command's parser; its usage line and examples (`{prog}` in `epilog`) name what the
+    user typed. Abbreviated options are refused: the Docker wrapper could not tell that an
+    abbreviation names a path to mount."""
+    return commands.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog=epilog.format(prog=program(name)),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=program(name),
+        allow_abbrev=False,
+    )
+
+
 def say(text: str) -> None:
     """A line for the person at the terminal (standard error: standard output stays data)."""
     print(text, file=sys.stderr)
@@ -93,8 +110,18 @@ def add_debug_flag(command: argparse.ArgumentParser) -> None:
     command.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
+def add_tf_files(command: argparse.ArgumentParser) -> None:
+    """TF_FILES, the first argument of the commands that load a trained model."""
+    command.add_argument(
+        "tf_files",
+        type=Path,
+        metavar="TF_FILES",
+        help="the folder train.sh wrote the classifier into (retrained_graph.pb and the rest)",
+    )
+
+
 def add_model_flags(command: argparse.ArgumentParser) -> None:
-    """TF_FILES and label_image.py's flags, for the commands that load a trained model."""
+    """label_image.py's flags and --engine, for the commands that load a trained model."""
     group = command.add_argument_group("model (label_image.py's flags, for old graphs)")
     group.add_argument("--graph", type=Path, help="default TF_FILES/retrained_graph.pb")
     group.add_argument("--labels", type=Path, help="default retrained_labels.txt beside the graph")
@@ -125,6 +152,3 @@ def load_model(args: argparse.Namespace):
         )
     }
     return load_classifier(args.tf_files, args.graph, args.labels, overrides, args.engine)
-
-
-TF_FILES_HELP = "the folder train.sh wrote the classifier into (retrained_graph.pb and the rest)"

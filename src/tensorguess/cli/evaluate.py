@@ -7,14 +7,14 @@ import json
 from pathlib import Path
 
 from tensorguess.cli.common import (
-    TF_FILES_HELP,
     add_debug_flag,
     add_model_flags,
+    add_tf_files,
+    command_parser,
     load_model,
     output,
     positive_int,
     print_skipped,
-    program,
 )
 
 NAME = "evaluate"
@@ -35,18 +35,16 @@ the true one's; a label with no photos shows a dash."""
 
 def add_parser(commands) -> argparse.ArgumentParser:
     """The evaluate command and its flags."""
-    evaluate = commands.add_parser(
+    evaluate = command_parser(
+        commands,
         NAME,
         help="measure a classifier on labelled photos",
         description="Score every photo of LABELLED_DIR/<label>/ (laid out like TF_FILES/data) "
         "and print the accuracy, precision, recall and F1 per label, the confusion matrix and "
         "the misclassified photos with their scores.",
-        epilog=EPILOG.format(prog=program(NAME)),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        prog=program(NAME),
-        allow_abbrev=False,
+        epilog=EPILOG,
     )
-    evaluate.add_argument("tf_files", type=Path, metavar="TF_FILES", help=TF_FILES_HELP)
+    add_tf_files(evaluate)
     evaluate.add_argument(
         "labelled_dir",
         type=Path,

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from tensorguess.cli.common import (
     EXIT_PROBLEM,
-    TF_FILES_HELP,
     add_debug_flag,
     add_model_flags,
+    add_tf_files,
+    command_parser,
     positive_int,
-    program,
     say,
 )
 
@@ -28,16 +28,14 @@ its flags override what is detected."""
 
 def add_parser(commands) -> argparse.ArgumentParser:
     """The guess command and its flags."""
-    guess = commands.add_parser(
+    guess = command_parser(
+        commands,
         NAME,
         help="label images with a trained classifier",
         description="Print each label with its score, best first.",
-        epilog=EPILOG.format(prog=program(NAME)),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        prog=program(NAME),
-        allow_abbrev=False,
+        epilog=EPILOG,
     )
-    guess.add_argument("tf_files", type=Path, metavar="TF_FILES", help=TF_FILES_HELP)
+    add_tf_files(guess)
     guess.add_argument(
         "images", type=Path, nargs="+", metavar="IMAGE", help="the photos to label (any format)"
     )

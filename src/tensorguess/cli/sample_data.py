@@ -5,21 +5,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tensorguess.cli.common import add_debug_flag, positive_int, program
+from tensorguess.cli.common import add_debug_flag, command_parser, positive_int
 
 NAME = "sample-data"
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
     """The sample-data command and its flags."""
-    sample = commands.add_parser(
+    sample = command_parser(
+        commands,
         NAME,
         help="make a small sample dataset to try the workflow",
         description="Draw photos of shapes into DIR/data/<shape>/ and DIR/test_images/.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=f"example:\n  {program(NAME)} ./demo/tf_files",
-        prog=program(NAME),
-        allow_abbrev=False,
+        epilog="example:\n  {prog} ./demo/tf_files",
     )
     sample.add_argument(
         "directory", type=Path, metavar="DIR", help="where data/ and test_images/ go"

@@ -7,15 +7,15 @@ import json
 from pathlib import Path
 
 from tensorguess.cli.common import (
-    TF_FILES_HELP,
     add_debug_flag,
     add_model_flags,
+    add_tf_files,
+    command_parser,
     load_model,
     output,
     plural,
     positive_int,
     print_skipped,
-    program,
     score,
 )
 
@@ -30,16 +30,14 @@ what the manifest lists is not sorted twice."""
 
 def add_parser(commands) -> argparse.ArgumentParser:
     """The sort command and its flags."""
-    sort = commands.add_parser(
+    sort = command_parser(
+        commands,
         NAME,
         help="sort a folder of images into DEST by label (guessDir.sh)",
         description="Classify every image in SRC and copy it into DEST as <label>-<score>.<ext>.",
-        epilog=EPILOG.format(prog=program(NAME)),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        prog=program(NAME),
-        allow_abbrev=False,
+        epilog=EPILOG,
     )
-    sort.add_argument("tf_files", type=Path, metavar="TF_FILES", help=TF_FILES_HELP)
+    add_tf_files(sort)
     sort.add_argument(
         "source",
         type=Path,

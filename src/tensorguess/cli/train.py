@@ -6,7 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
-from tensorguess.cli.common import add_debug_flag, add_engine_flag, output, print_skipped, program
+from tensorguess.cli.common import (
+    add_debug_flag,
+    add_engine_flag,
+    command_parser,
+    output,
+    print_skipped,
+)
 from tensorguess.engines import ENGINE_HELP_TRAIN
 from tensorguess.options import FLAGS, Flag, OneOf
 from tensorguess.presets import DEFAULT_PRESET, PRESET_HELP, PRESETS, preset_values
@@ -33,15 +39,13 @@ GROUPS = {
 
 def add_parser(commands) -> argparse.ArgumentParser:
     """The train command and its flags."""
-    train = commands.add_parser(
+    train = command_parser(
+        commands,
         NAME,
         help="train a classifier on TF_FILES/data/<label>/",
         description="Train a classifier on the photos in TF_FILES/data/<label>/ "
         "(one folder per label) and write it into TF_FILES.",
-        epilog=EPILOG.format(prog=program(NAME)),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        prog=program(NAME),
-        allow_abbrev=False,
+        epilog=EPILOG,
     )
     train.add_argument(
         "tf_files",

@@ -146,8 +146,7 @@ def graph_runner(
         except Exception as error:  # noqa: BLE001  (an op OpenVINO lacks, whatever it raises)
             if asked != "auto":
                 raise TensorguessError(
-                    f"OpenVINO cannot run this graph ({first_line(error)}); "
-                    "use --engine tensorflow"
+                    f"OpenVINO cannot run this graph ({first_line(error)}); use --engine tensorflow"
                 ) from None
         else:
             if cache_key:
