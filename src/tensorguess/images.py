@@ -24,6 +24,7 @@ factor (`reduce`) before anything else copies it, and only one image over
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 import warnings
@@ -33,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from itertools import islice
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
@@ -96,8 +98,9 @@ def _height_width(size: Size) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
-def load_pixels(path: Path | str, size: Size) -> np.ndarray:
-    """Decode `path` into uint8 RGB pixels of shape [height, width, 3] (`size` or (h, w)).
+def load_pixels(path: Path | str | BinaryIO, size: Size) -> np.ndarray:
+    """Decode `path` (or an open binary file) into uint8 RGB pixels of shape
+    [height, width, 3] (`size` or (h, w)).
 
     Raises `UnreadableImage` and nothing else, whatever the file holds.
     """
@@ -109,6 +112,13 @@ def load_pixels(path: Path | str, size: Size) -> np.ndarray:
         return _decode_bounded(image, lambda loaded: _to_pixels(loaded, height, width))
 
     return _decode_file(path, decode)
+
+
+def load_pixels_from_bytes(data: bytes, size: Size) -> np.ndarray:
+    """`load_pixels` for an encoded image held in memory (an upload): the same decoder, no file."""
+    if not data:
+        raise UnreadableImage("empty file")
+    return load_pixels(io.BytesIO(data), size)
 
 
 def label_image_pixels(path: Path | str, size: Size) -> np.ndarray:
@@ -170,7 +180,9 @@ def legacy_bilinear(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
     return upper + (lower - upper) * y_lerp[:, None, None]
 
 
-def _decode_file(path: Path | str, decode: Callable[[Image.Image], np.ndarray]) -> np.ndarray:
+def _decode_file(
+    path: Path | str | BinaryIO, decode: Callable[[Image.Image], np.ndarray]
+) -> np.ndarray:
     """`decode(opened image)`, with every failure turned into `UnreadableImage`."""
     try:
         with Image.open(path) as image:
@@ -254,11 +266,11 @@ def _flatten(image: Image.Image) -> Image.Image:
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
-def _unidentified(path: Path | str) -> str:
+def _unidentified(path: Path | str | BinaryIO) -> str:
     try:
         if os.path.getsize(path) == 0:
             return "empty file"
-    except OSError:
+    except (OSError, TypeError):  # TypeError: an open file has no path to measure
         pass
     return NOT_AN_IMAGE
 
