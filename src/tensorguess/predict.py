@@ -194,9 +194,10 @@ def read_labels(path: Path) -> list[str]:
     return labels
 
 
-def trained_precision(graph_path: Path, graph_bytes: bytes) -> str:
+def trained_precision(graph_path: Path, graph_sha256: str) -> str:
     """The precision the graph's head was trained on: tensorguess.json says, if it names
-    this very graph (its SHA-256); float32 otherwise (an old tool's graph, an older export).
+    this very graph (`graph_sha256`, its file's SHA-256); float32 otherwise (an old tool's
+    graph, an older export).
     """
     try:
         metadata = json.loads((graph_path.with_name(METADATA_FILE)).read_text(encoding="utf-8"))
@@ -204,7 +205,7 @@ def trained_precision(graph_path: Path, graph_bytes: bytes) -> str:
         return FLOAT32
     if not isinstance(metadata, dict):
         return FLOAT32
-    if metadata.get("graph_sha256") != hashlib.sha256(graph_bytes).hexdigest():
+    if metadata.get("graph_sha256") != graph_sha256:
         return FLOAT32
     return str(metadata.get("precision") or FLOAT32)
 
@@ -222,7 +223,8 @@ class Classifier:
         self.graph_path, self.labels_path = Path(graph_path), Path(labels_path)
         data = read_model_bytes(self.graph_path)
         self.labels = read_labels(self.labels_path)
-        self.precision = trained_precision(self.graph_path, data)
+        self.graph_sha256 = hashlib.sha256(data).hexdigest()
+        self.precision = trained_precision(self.graph_path, self.graph_sha256)
         overrides = {key: value for key, value in (overrides or {}).items() if value is not None}
         # The same graph bytes and flags always give the same layout and converted model.
         cache_key = hashlib.sha256(
@@ -300,6 +302,30 @@ class Classifier:
                     yield Prediction(Path(path), None, str(problem))
                     continue
                 yield Prediction(Path(path), self._scores(self._normalise(pixels[None]))[0])
+
+    @property
+    def takes_pixels(self) -> bool:
+        """Whether `predict_pixels` can score this graph: ours can, the old tools' cannot
+        (they are fed label_image.py's own preprocessing, from a file)."""
+        return self.layout.takes_batches
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) of the pixels `predict_pixels` takes."""
+        return self.layout.input_height, self.layout.input_width
+
+    def predict_pixels(self, pixels: np.ndarray, names: Sequence[str | Path]) -> list[Prediction]:
+        """One prediction per name for pixels decoded by `images.load_pixels` (uint8
+        [B, height, width, 3] of `image_size`), in any number: for callers that decode
+        themselves, such as the HTTP server. Needs `takes_pixels`."""
+        if not self.takes_pixels:
+            raise TensorguessError(
+                f"{self.graph_path}: an old tool's graph, which takes files, not pixels"
+            )
+        scores = self._scores(self._normalise(pixels))
+        return [
+            self._prediction(Path(name), row, "") for name, row in zip(names, scores, strict=True)
+        ]
 
     def _normalise(self, pixels: np.ndarray) -> np.ndarray:
         layout = self.layout
