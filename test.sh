@@ -5,7 +5,7 @@
 set -euo pipefail
 # shellcheck source=scripts/runtime.sh
 source "$(dirname "${BASH_SOURCE[0]}")/scripts/runtime.sh"
-tensorguess_ensure_venv test
+tensorguess_ensure_venv test,serve
 cd "$TENSORGUESS_ROOT"
 "$TENSORGUESS_VENV/bin/ruff" check --quiet src tests
 exec "$TENSORGUESS_VENV/bin/python" -m pytest "$@"

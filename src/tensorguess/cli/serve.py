@@ -1,0 +1,149 @@
+"""`tensorguess serve`: the classifier over HTTP (TF Serving's REST API, /v1/guess, a page)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import re
+import shlex
+import sys
+from pathlib import Path
+
+from tensorguess.cli.common import (
+    add_debug_flag,
+    add_engine_flag,
+    add_tf_files,
+    command_parser,
+    positive_int,
+    say,
+    score,
+)
+from tensorguess.errors import TensorguessError
+
+NAME = "serve"
+API_KEY_VARIABLE = "TENSORGUESS_API_KEY"
+# The serve extra's packages (pyproject.toml), by the names they are imported under.
+EXTRA_MODULES = ("fastapi", "fastapi_offline", "python_multipart", "uvicorn")
+EPILOG = """example:
+  {prog} ./tf_files
+  curl -s localhost:8501/v1/models/model:predict \\
+    -d "{{\\"instances\\": [{{\\"b64\\": \\"$(base64 -w0 photo.jpg)\\"}}]}}"
+  curl -s -F files=@photo.jpg localhost:8501/v1/guess
+then open http://127.0.0.1:8501/ to drop photos on a page. API and limits: docs/serve.md"""
+
+
+def add_parser(commands) -> argparse.ArgumentParser:
+    """The serve command and its flags."""
+    serve = command_parser(
+        commands,
+        NAME,
+        help="serve the classifier over HTTP (TF Serving's REST API and a page)",
+        description="Answer TensorFlow Serving's REST API, /v1/guess and a page for photos, "
+        "with the model in TF_FILES; a model train.sh writes there later is picked up.",
+        epilog=EPILOG,
+    )
+    add_tf_files(serve)
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the address to listen on (default 127.0.0.1, this machine only; 0.0.0.0: all)",
+    )
+    serve.add_argument(
+        "--port", type=int, default=8501, help="default 8501, TF Serving's; 0 picks a free one"
+    )
+    serve.add_argument("--name", default="model", help="the model's name in /v1/models/NAME")
+    serve.add_argument(
+        "--api_key",
+        help=f"require Authorization: Bearer KEY on every route but /healthz and the page "
+        f"(default ${API_KEY_VARIABLE}; the variable keeps it out of the process list)",
+    )
+    serve.add_argument(
+        "--max_upload_mb",
+        type=float,
+        default=20.0,
+        help="the largest request body, in MB (default 20)",
+    )
+    serve.add_argument(
+        "--min_score",
+        type=score,
+        default=0.0,
+        help="the page marks photos whose best score is under this as unsure (0-1, default 0)",
+    )
+    serve.add_argument(
+        "--max_batch",
+        type=positive_int,
+        default=32,
+        help="most images in one network call (default 32)",
+    )
+    serve.add_argument(
+        "--batch_wait_ms",
+        type=float,
+        default=5.0,
+        help="the longest an image waits for others being decoded, to share a network call "
+        "(default 5)",
+    )
+    serve.add_argument(
+        "--max_queue",
+        type=positive_int,
+        default=256,
+        help="most images (and requests) in the server at once; more get 503 (default 256)",
+    )
+    serve.add_argument("--access_log", action="store_true", help="log every request")
+    add_engine_flag(serve, "what runs the network, as for guess.sh (default auto)")
+    add_debug_flag(serve)
+    serve.set_defaults(run=run, interrupted="the server stopped")
+    return serve
+
+
+def missing_extra() -> str | None:
+    """One line saying how to install the serve extra, or None when it is installed."""
+    missing = [name for name in EXTRA_MODULES if importlib.util.find_spec(name) is None]
+    if not missing:
+        return None
+    root = Path(__file__).resolve().parents[3]
+    python = shlex.quote(sys.executable)
+    if (root / "pyproject.toml").is_file() and (root / "constraints.txt").is_file():
+        constraints = shlex.quote(str(root / "constraints.txt"))
+        target = shlex.quote(f"{root}[serve]")
+        install = f"{python} -m pip install -c {constraints} -e {target}"
+    else:
+        install = f"{python} -m pip install 'tensorguess[serve]'"
+    return f"serve needs the serve extra ({', '.join(missing)} missing); install it with: {install}"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until Ctrl-C."""
+    problem = missing_extra()
+    if problem:
+        raise TensorguessError(problem)
+    if args.max_upload_mb <= 0:
+        args.command_parser.error("--max_upload_mb must be more than 0")
+    if not 0 <= args.port <= 65535:
+        args.command_parser.error(f"--port must be between 0 and 65535, got {args.port}")
+    if args.batch_wait_ms < 0:
+        args.command_parser.error("--batch_wait_ms must be 0 or more")
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", args.name):
+        args.command_parser.error(f"--name {args.name!r}: use letters, digits, '.', '_' and '-'")
+    api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_VARIABLE)
+    if api_key is not None and not api_key.strip():
+        args.command_parser.error(f"the API key (--api_key or ${API_KEY_VARIABLE}) is empty")
+    from tensorguess.serve.app import ServeSettings
+    from tensorguess.serve.server import serve
+
+    settings = ServeSettings(
+        tf_files=args.tf_files,
+        host=args.host,
+        port=args.port,
+        name=args.name,
+        api_key=api_key.strip() if api_key else None,
+        max_upload_mb=args.max_upload_mb,
+        min_score=args.min_score,
+        engine=args.engine,
+        max_batch=args.max_batch,
+        batch_wait_ms=args.batch_wait_ms,
+        max_queue=args.max_queue,
+        access_log=args.access_log,
+    )
+    serve(settings, say)
+    return 0
