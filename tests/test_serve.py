@@ -21,11 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from helpers import LABELS, draw_photos, tensorguess, write_broken
+from helpers import LABELS, draw_photos, one_line_error, tensorguess, write_broken
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed")
 pytest.importorskip("selenium", reason="the test extra is not installed")
 
+from tensorguess.cli import main  # noqa: E402
+from tensorguess.cli import serve as serve_command  # noqa: E402
 from tensorguess.serve.loadtest import predict_body, send_load  # noqa: E402
 
 KEY = "correct horse battery staple"
@@ -335,6 +337,18 @@ def test_the_api_key_guards_every_route_but_health_and_the_page(server):
     assert status == 200 and "/v1/models/{name}:predict" in openapi["paths"]
     status, _, headers = server.call("GET", "/docs")
     assert status == 200 and headers["content-type"].startswith("text/html")
+
+
+def test_what_stops_the_server_from_starting_is_one_line(server, tmp_path, monkeypatch, capsys):
+    taken = tensorguess("serve", server.tf_files, "--port", str(server.port), check=False)
+    one_line_error(taken, f"port {server.port}", "in use", "--port")
+    untrained = tensorguess("serve", tmp_path, "--port", "0", check=False)
+    one_line_error(untrained, "model not found", "train.sh")
+    # Without the serve extra, it says how to install it.
+    monkeypatch.setattr(serve_command, "EXTRA_MODULES", ("fastapi", "no_such_module"))
+    assert main(["serve", str(tmp_path)]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "no_such_module missing" in line and "pip install" in line and "[serve]" in line
 
 
 @pytest.mark.skipif(

@@ -27,10 +27,12 @@ API_KEY_VARIABLE = "TENSORGUESS_API_KEY"
 EXTRA_MODULES = ("fastapi", "fastapi_offline", "python_multipart", "uvicorn")
 EPILOG = """example:
   {prog} ./tf_files
-  curl -s localhost:8501/v1/models/model:predict \\
-    -d "{{\\"instances\\": [{{\\"b64\\": \\"$(base64 -w0 photo.jpg)\\"}}]}}"
+then, from another shell:
   curl -s -F files=@photo.jpg localhost:8501/v1/guess
-then open http://127.0.0.1:8501/ to drop photos on a page. API and limits: docs/serve.md"""
+  printf '{{"instances": [{{"b64": "%s"}}]}}' "$(base64 -w0 photo.jpg)" |
+    curl -s --data-binary @- localhost:8501/v1/models/model:predict
+and open http://127.0.0.1:8501/ in a browser to drop photos on a page. API, limits,
+Docker and the API key: docs/serve.md"""
 
 
 def add_parser(commands) -> argparse.ArgumentParser:

@@ -305,9 +305,10 @@ def create_app(settings: ServeSettings, live: LiveModel) -> FastAPI:
         await asyncio.gather(*tasks, return_exceptions=True)
         batcher.close()
         decoders.shutdown(wait=True, cancel_futures=True)
+        images, calls = batcher.images_scored, batcher.batches_run
         live.say(
-            f"tensorguess serve: stopped; {batcher.images_scored} images labelled in "
-            f"{batcher.batches_run} network calls"
+            f"tensorguess serve: stopped; {images} image{'s' * (images != 1)} labelled in "
+            f"{calls} network call{'s' * (calls != 1)}"
         )
 
     app = FastAPIOffline(

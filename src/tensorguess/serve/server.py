@@ -1,7 +1,7 @@
 """Start the server: load the model, take the port, run uvicorn until Ctrl-C or SIGTERM.
 
-The model is loaded and the port taken before anything is printed, so a missing model or a
-port in use is one line and exit 1; once the address is printed, the server answers.
+The port is taken and the model loaded before anything is printed, so a port in use or a
+missing model is one line and exit 1; once the address is printed, the server answers.
 """
 
 from __future__ import annotations
@@ -48,9 +48,13 @@ def _url(listener: socket.socket) -> str:
 
 def serve(settings: ServeSettings, say: Callable[[str], None]) -> None:
     """Serve `settings.tf_files` until stopped."""
-    model = first_model(settings.tf_files, settings.engine)
-    live = LiveModel(settings.tf_files, settings.engine, model, say)
     listener = listening_socket(settings.host, settings.port)
+    try:
+        model = first_model(settings.tf_files, settings.engine)
+    except BaseException:
+        listener.close()
+        raise
+    live = LiveModel(settings.tf_files, settings.engine, model, say)
     app = create_app(settings, live)
     config = uvicorn.Config(
         app,
