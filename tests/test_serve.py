@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import io
 import json
 import os
 import re
@@ -19,7 +20,9 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from helpers import LABELS, draw_photos, one_line_error, tensorguess, write_broken
 
@@ -32,17 +35,19 @@ from tensorguess.serve.loadtest import predict_body, send_load  # noqa: E402
 
 KEY = "correct horse battery staple"
 MAX_QUEUE = 48
-MAX_UPLOAD_MB = 1
+MAX_UPLOAD_MB = 3
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 
 
 class Server:
-    """The running server: where it is, its log, and the photos with guess.sh's answers."""
+    """The running server: where it is, its log and temporary folder, and the photos with
+    guess.sh's answers."""
 
     def __init__(self, process, port, log, tf_files, photos, guessed, min_score):
         self.process, self.port, self.log, self.tf_files = process, port, log, tf_files
         self.photos, self.guessed, self.min_score = photos, guessed, min_score
+        self.temporary = log.parent / "tmp"
 
     @property
     def url(self) -> str:
@@ -85,13 +90,15 @@ def multipart(files: list[tuple[str, bytes]]) -> tuple[bytes, dict]:
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
-def start_server(tf_files: Path, log: Path, *flags: str) -> tuple[subprocess.Popen, int]:
+def start_server(
+    tf_files: Path, log: Path, temporary: Path, *flags: str
+) -> tuple[subprocess.Popen, int]:
     """`tensorguess serve` on a free loopback port, once /healthz answers."""
     process = subprocess.Popen(
         [sys.executable, "-m", "tensorguess", "serve", str(tf_files), "--port", "0", *flags],
         stdout=subprocess.DEVNULL,
         stderr=log.open("w"),
-        env={**os.environ, "TENSORGUESS_API_KEY": KEY},
+        env={**os.environ, "TENSORGUESS_API_KEY": KEY, "TMPDIR": str(temporary)},
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
@@ -126,9 +133,11 @@ def server(trained, tmp_path_factory):
     best = sorted(guessed.values(), key=lambda result: result["predictions"][0]["score"])
     min_score = (best[0]["predictions"][0]["score"] + best[-1]["predictions"][0]["score"]) / 2
     log = root / "server.log"
+    (root / "tmp").mkdir()
     process, port = start_server(
         tf_files,
         log,
+        root / "tmp",
         *("--max_queue", str(MAX_QUEUE), "--max_upload_mb", str(MAX_UPLOAD_MB)),
         *("--min_score", f"{min_score:.6f}"),
     )
@@ -192,10 +201,19 @@ def test_guess_route_labels_good_uploads_and_names_broken_ones(server, tmp_path)
     good = server.photos[:3]
     files = [(path.name, path.read_bytes()) for path in good]
     files += [(path.name, path.read_bytes()) for path, _ in broken.values()]
+    # A 2 MB photo: Starlette's own form parser would spool it to a temporary file.
+    noise = np.random.default_rng(0).integers(0, 256, (700, 1000, 3), dtype=np.uint8)
+    stream = io.BytesIO()
+    Image.fromarray(noise).save(stream, format="PNG")
+    assert len(stream.getvalue()) > 2_000_000
+    files.append(("noise.png", stream.getvalue()))
     body, headers = multipart(files)
     status, answer, _ = server.call("POST", "/v1/guess", body, headers)
     assert status == 200, answer
     by_name = {result["image"]: result for result in answer}
+    assert len(by_name["noise.png"]["predictions"]) == len(LABELS)
+    # Nothing from a request was written to disk.
+    assert list(server.temporary.iterdir()) == []
     for path in good:
         result = by_name[path.name]
         expected = server.guessed[path.name]
