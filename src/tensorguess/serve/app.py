@@ -502,23 +502,32 @@ def create_app(settings: ServeSettings, live: LiveModel) -> FastAPI:
 
     tf_serving = {"tags": ["TensorFlow Serving"], "responses": REFUSALS}
 
-    @app.get("/v1/models/{name}", response_model=ModelStatusAnswer, **tf_serving)
+    status_route = {**tf_serving, "response_model": ModelStatusAnswer, "summary": "status"}
+
+    @app.get("/v1/models/{name}", **status_route)
     async def model_status(name: str):
         return JSONResponse(status(served(name)))
 
-    @app.get("/v1/models/{name}/versions/{version}", response_model=ModelStatusAnswer, **tf_serving)
+    @app.get("/v1/models/{name}/versions/{version}", **status_route)
     async def model_version_status(name: str, version: str):
         return JSONResponse(status(served(name, version)))
 
-    @app.get("/v1/models/{name}/metadata", **tf_serving)
+    metadata_route = {**tf_serving, "summary": "signature, labels, engine"}
+
+    @app.get("/v1/models/{name}/metadata", **metadata_route)
     async def model_metadata(name: str):
         return JSONResponse(metadata(served(name)))
 
-    @app.get("/v1/models/{name}/versions/{version}/metadata", **tf_serving)
+    @app.get("/v1/models/{name}/versions/{version}/metadata", **metadata_route)
     async def model_version_metadata(name: str, version: str):
         return JSONResponse(metadata(served(name, version)))
 
-    predicting = {**tf_serving, "response_model": PredictAnswer, "openapi_extra": PREDICT_BODY}
+    predicting = {
+        **tf_serving,
+        "response_model": PredictAnswer,
+        "openapi_extra": PREDICT_BODY,
+        "summary": 'scores of images: {"instances": [{"b64": ...}]} or {"inputs": ...}',
+    }
 
     @app.post("/v1/models/{name}:predict", **predicting)
     async def model_predict(name: str, request: Request):
@@ -528,7 +537,12 @@ def create_app(settings: ServeSettings, live: LiveModel) -> FastAPI:
     async def model_version_predict(name: str, version: str, request: Request):
         return await predict(served(name, version), request)
 
-    classifying = {**tf_serving, "response_model": ClassifyAnswer, "openapi_extra": CLASSIFY_BODY}
+    classifying = {
+        **tf_serving,
+        "response_model": ClassifyAnswer,
+        "openapi_extra": CLASSIFY_BODY,
+        "summary": "[label, score] pairs of examples",
+    }
 
     @app.post("/v1/models/{name}:classify", **classifying)
     async def model_classify(name: str, request: Request):
