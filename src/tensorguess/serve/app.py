@@ -1,6 +1,6 @@
 """The HTTP app: TF Serving's REST API, `/v1/guess`, the page, `/healthz` and the API docs.
 
-Every route answers JSON; every refusal is `{"error": "<one line>"}` with a 4xx status
+Every API route answers JSON; every refusal is `{"error": "<one line>"}` with a 4xx status
 (400 unusable input, 401 API key, 404 unknown model, version or route, 413 too large,
 415 wrong content type, 503 busy), and nothing a client sends can end the server. The
 event loop only parses and routes: base64 and image decoding run on a thread per core,
@@ -327,7 +327,6 @@ def create_app(settings: ServeSettings, live: LiveModel) -> FastAPI:
         max_requests=settings.max_queue,
         max_upload_mb=settings.max_upload_mb,
     )
-    app.state.batcher = batcher
 
     # Refusals, all as {"error": ...} ----------------------------------------------------
 

@@ -174,12 +174,16 @@ def _timed(command: list[str]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tensorguess.serve.loadtest")
-    parser.add_argument("tf_files", type=Path)
+    parser = argparse.ArgumentParser(
+        prog="python -m tensorguess.serve.loadtest",
+        description="Start tensorguess serve on TF_FILES and measure it under N clients, each "
+        "sending predict requests of one photo of PHOTOS (loopback only).",
+    )
+    parser.add_argument("tf_files", type=Path, metavar="TF_FILES")
     parser.add_argument(
         "photos", type=Path, help="a folder of photos (its top level, as guessDir reads)"
     )
-    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32], help="default 1 8 32")
     parser.add_argument("--requests", type=int, default=400, help="per level (default 400)")
     parser.add_argument("--serve_args", default="", help="flags for the server, one string")
     parser.add_argument("--compare", action="store_true", help="time guessDir and guess.sh too")
