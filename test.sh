@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Run the whole test suite: sets up the project virtual environment (with the test
-# extras) on first use, checks the code style with ruff, then runs pytest. Extra
+# Run the whole test suite: sets up the project virtual environment (with the test and
+# serve extras) on first use, checks the code style with ruff, then runs pytest. Extra
 # arguments go to pytest.
 set -euo pipefail
 # shellcheck source=scripts/runtime.sh

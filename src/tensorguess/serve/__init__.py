@@ -18,7 +18,8 @@ What it promises:
 - Only 127.0.0.1 unless `--host` says otherwise; with an API key, every route but
   `/healthz` and the page's HTML needs `Authorization: Bearer <key>`.
 
-Modules: `payloads` (images out of requests), `model` (loading and switching models),
-`batching`, `app` (routes, refusals, the API key), `server` (the socket and uvicorn),
-`loadtest` (the benchmark's clients); the page is `page.html`.
+Modules: `payloads` (images out of requests), `schemas` (the API's models), `guard` (the
+API key and the limits on requests), `model` (loading and switching models), `batching`,
+`app` (the routes and refusals), `server` (the socket and uvicorn), `loadtest` (the
+benchmark's clients); the page is `page.html`.
 """

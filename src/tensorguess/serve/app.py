@@ -11,28 +11,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi_offline import FastAPIOffline
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 
 from tensorguess import __version__
 from tensorguess.images import UnreadableImage, load_pixels_from_bytes
 from tensorguess.predict import Prediction
 from tensorguess.serve.batching import Batcher, Overloaded, TooManyImages
+from tensorguess.serve.guard import Guard
 from tensorguess.serve.model import LiveModel, ServedModel
 from tensorguess.serve.payloads import (
     INPUT_NAME,
@@ -43,11 +42,20 @@ from tensorguess.serve.payloads import (
     multipart_files,
     predict_images,
 )
+from tensorguess.serve.schemas import (
+    CLASSIFY_BODY,
+    MULTIPART_BODY,
+    PREDICT_BODY,
+    REFUSALS,
+    ClassifyAnswer,
+    ClassifyRequest,
+    ErrorAnswer,
+    GuessAnswer,
+    ModelStatusAnswer,
+    PredictAnswer,
+    PredictRequest,
+)
 
-# Routes open without the API key: the health check, and the page's HTML, which holds no
-# data (a browser cannot send a Bearer header with a page; the page asks for the key and
-# sends it with each request it makes).
-OPEN_PATHS = frozenset({"/healthz", "/"})
 PAGE_SECURITY = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
     "img-src blob: data:; connect-src 'self'; form-action 'none'; frame-ancestors 'none'"
@@ -70,197 +78,6 @@ class ServeSettings:
     batch_wait_ms: float = 5.0
     max_queue: int = 256
     access_log: bool = False
-
-
-# Request and response models (the OpenAPI page shows them) -------------------------------
-
-
-class ErrorAnswer(BaseModel):
-    error: str = Field(examples=["instance 1: not an image Pillow can read"])
-
-
-class PredictRequest(BaseModel):
-    """TF Serving's predict request: `instances` (rows) or `inputs` (columns) of images."""
-
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"instances": [{"b64": "<base64 of a JPEG>"}]}]}
-    )
-    signature_name: str | None = None
-    instances: list[Any] | None = Field(
-        None, description='[{"b64": "..."}, ...] or [{"images": {"b64": "..."}}, ...]'
-    )
-    inputs: Any = Field(None, description='[{"b64": "..."}, ...] or {"images": [...]}')
-
-
-class ScoresAndClasses(BaseModel):
-    scores: list[float] = Field(description="one score per class, in the model's label order")
-    classes: list[str]
-
-
-class PredictAnswer(BaseModel):
-    predictions: list[ScoresAndClasses] | None = Field(None, description="for instances")
-    outputs: dict[str, list[list[float]] | list[list[str]]] | None = Field(
-        None, description="for inputs: {scores: [[...]], classes: [[...]]}"
-    )
-
-
-class ClassifyRequest(BaseModel):
-    """TF Serving's classify request: examples with one image feature each."""
-
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"examples": [{"images": {"b64": "<base64>"}}]}]}
-    )
-    signature_name: str | None = None
-    context: dict[str, Any] | None = None
-    examples: list[dict[str, Any]]
-
-
-class ClassifyAnswer(BaseModel):
-    result: list[list[tuple[str, float]]] = Field(
-        description="per example, [label, score] pairs in the model's label order"
-    )
-
-
-class LabelScore(BaseModel):
-    label: str
-    score: float
-
-
-class GuessAnswer(BaseModel):
-    """One image as `guess --json` prints it: labels best first, or why it has none."""
-
-    image: str
-    predictions: list[LabelScore] | None = None
-    error: str | None = None
-
-
-class VersionStatus(BaseModel):
-    version: str
-    state: str
-    status: dict[str, str]
-
-
-class ModelStatusAnswer(BaseModel):
-    model_version_status: list[VersionStatus]
-
-
-def _json_body(model: type[BaseModel]) -> dict:
-    schema = model.model_json_schema()
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
-
-
-# TF Serving's clients (and curl -d) send JSON under any Content-Type, so the routes parse
-# the body themselves rather than let FastAPI insist on application/json; these describe it.
-PREDICT_BODY = _json_body(PredictRequest)
-CLASSIFY_BODY = _json_body(ClassifyRequest)
-MULTIPART_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "files": {"type": "array", "items": {"type": "string", "format": "binary"}}
-                    },
-                    "required": ["files"],
-                }
-            },
-            "image/*": {"schema": {"type": "string", "format": "binary"}},
-        },
-    }
-}
-REFUSALS = {
-    status: {"model": ErrorAnswer, "description": text}
-    for status, text in (
-        (400, "an image or the request cannot be used"),
-        (401, "the API key is missing or wrong"),
-        (404, "no such model or version"),
-        (413, "over --max_upload_mb, or more images than --max_queue"),
-        (503, "busy: retry shortly"),
-    )
-}
-
-
-# The guard in front of every route ----------------------------------------------------------
-
-
-async def send_error(send, status: int, message: str, headers: dict[str, str] | None = None):
-    """An `{"error": ...}` answer straight from ASGI, before any route runs."""
-    body = json.dumps({"error": message}, separators=(",", ":")).encode()
-    raw_headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    raw_headers += [(key.encode(), value.encode()) for key, value in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-class BodyTooLarge(HTTPException):
-    """The body grew past the limit while it was read (a body sent without its length)."""
-
-    def __init__(self, limit_mb: float):
-        super().__init__(413, f"the request is over the size limit of {limit_mb:g} MB")
-
-
-class Guard:
-    """The API key (compared in constant time), the body's size, and the number of requests
-    in at once. A body declared too large is refused before it is read."""
-
-    def __init__(self, app, api_key: str | None, max_requests: int, max_upload_mb: float):
-        self.app, self.max_requests, self.requests_in = app, max_requests, 0
-        self.key_digest = hashlib.sha256(api_key.encode()).digest() if api_key else None
-        self.max_upload_mb = max_upload_mb
-        self.max_body = int(max_upload_mb * 1024 * 1024)
-
-    def _authorised(self, scope) -> bool:
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                scheme, _, token = value.partition(b" ")
-                if scheme.lower() == b"bearer":
-                    # Digests of equal length: the comparison's time says nothing of the key.
-                    digest = hashlib.sha256(token.strip()).digest()
-                    return hmac.compare_digest(digest, self.key_digest)
-        return False
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
-            return await self.app(scope, receive, send)
-        if self.key_digest is not None and not self._authorised(scope):
-            return await send_error(
-                send,
-                401,
-                "missing or wrong API key: send the header Authorization: Bearer <key>",
-                {"www-authenticate": "Bearer"},
-            )
-        if self.requests_in >= self.max_requests:
-            return await send_error(
-                send,
-                503,
-                f"the server is busy ({self.requests_in} requests in progress); retry shortly",
-                {"retry-after": "1"},
-            )
-        length = dict(scope["headers"]).get(b"content-length", b"0")
-        if not length.isdigit():
-            return await send_error(send, 400, "the Content-Length header is not a number")
-        if int(length) > self.max_body:
-            return await send_error(send, 413, BodyTooLarge(self.max_upload_mb).detail)
-        received = 0
-
-        async def limited_receive():
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_body:
-                raise BodyTooLarge(self.max_upload_mb)
-            return message
-
-        self.requests_in += 1
-        try:
-            await self.app(scope, limited_receive, send)
-        finally:
-            self.requests_in -= 1
-
-
-# The app ----------------------------------------------------------------------------------
 
 
 Body = TypeVar("Body", bound=BaseModel)

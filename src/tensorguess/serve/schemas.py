@@ -1,0 +1,115 @@
+"""The request and answer models of the API: what the OpenAPI page shows, and what the
+routes check a request's JSON against."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ErrorAnswer(BaseModel):
+    error: str = Field(examples=["instance 1: not an image Pillow can read"])
+
+
+class PredictRequest(BaseModel):
+    """TF Serving's predict request: `instances` (rows) or `inputs` (columns) of images."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"instances": [{"b64": "<base64 of a JPEG>"}]}]}
+    )
+    signature_name: str | None = None
+    instances: list[Any] | None = Field(
+        None, description='[{"b64": "..."}, ...] or [{"images": {"b64": "..."}}, ...]'
+    )
+    inputs: Any = Field(None, description='[{"b64": "..."}, ...] or {"images": [...]}')
+
+
+class ScoresAndClasses(BaseModel):
+    scores: list[float] = Field(description="one score per class, in the model's label order")
+    classes: list[str]
+
+
+class PredictAnswer(BaseModel):
+    predictions: list[ScoresAndClasses] | None = Field(None, description="for instances")
+    outputs: dict[str, list[list[float]] | list[list[str]]] | None = Field(
+        None, description="for inputs: {scores: [[...]], classes: [[...]]}"
+    )
+
+
+class ClassifyRequest(BaseModel):
+    """TF Serving's classify request: examples with one image feature each."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"examples": [{"images": {"b64": "<base64>"}}]}]}
+    )
+    signature_name: str | None = None
+    context: dict[str, Any] | None = None
+    examples: list[dict[str, Any]]
+
+
+class ClassifyAnswer(BaseModel):
+    result: list[list[tuple[str, float]]] = Field(
+        description="per example, [label, score] pairs in the model's label order"
+    )
+
+
+class LabelScore(BaseModel):
+    label: str
+    score: float
+
+
+class GuessAnswer(BaseModel):
+    """One image as `guess --json` prints it: labels best first, or why it has none."""
+
+    image: str
+    predictions: list[LabelScore] | None = None
+    error: str | None = None
+
+
+class VersionStatus(BaseModel):
+    version: str
+    state: str
+    status: dict[str, str]
+
+
+class ModelStatusAnswer(BaseModel):
+    model_version_status: list[VersionStatus]
+
+
+def _json_body(model: type[BaseModel]) -> dict:
+    schema = model.model_json_schema()
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+# TF Serving's clients (and curl -d) send JSON under any Content-Type, so the routes parse
+# the body themselves rather than let FastAPI insist on application/json; these describe it.
+PREDICT_BODY = _json_body(PredictRequest)
+CLASSIFY_BODY = _json_body(ClassifyRequest)
+MULTIPART_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "files": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                    },
+                    "required": ["files"],
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+REFUSALS = {
+    status: {"model": ErrorAnswer, "description": text}
+    for status, text in (
+        (400, "an image or the request cannot be used"),
+        (401, "the API key is missing or wrong"),
+        (404, "no such model or version"),
+        (413, "over --max_upload_mb, or more images than --max_queue"),
+        (503, "busy: retry shortly"),
+    )
+}
