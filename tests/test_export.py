@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import SUPERHEROES, draw_photos, tensorguess, wrapper
+from helpers import ROOT, SUPERHEROES, draw_photos, tensorguess, wrapper
 from tensorguess.errors import TensorguessError
 from tensorguess.export import export_model
 from tensorguess.export import tf_files as export
@@ -317,6 +318,16 @@ def test_guess_and_evaluate_take_an_exported_model(exported, tmp_path, capsys):
     )
     assert code == 0 and "Accuracy = 100.0% (N=4)" in out
 
+    # A file that is not an exported model, or one cut short, gets one line.
+    notes, cut = tmp_path / "notes.txt", tmp_path / "cut.tflite"
+    notes.write_text("not a model")
+    cut.write_bytes(exported.file("model_int8.tflite").read_bytes()[:5000])
+    for model, words in [(notes, ".tflite or .onnx"), (cut, "cannot load the model")]:
+        code, _, lines = _main(
+            capsys, "guess", exported.tf_files, exported.photos[0], "--model", model
+        )
+        assert code == 1 and len(lines) == 1 and str(model) in lines[0] and words in lines[0]
+
 
 def _main(capsys, *arguments) -> tuple[int, str, list[str]]:
     """The command line run in this process, as CliRunner would: exit code, standard output
@@ -421,3 +432,32 @@ def test_the_next_serving_version_follows_the_highest(tmp_path):
     for name in ("1", "3", "notes", ".tmp-export-x"):
         (tmp_path / name).mkdir()
     assert next_version(tmp_path) == 4
+
+
+def test_a_missing_extra_is_installed_once_with_the_pins_and_said_in_one_line(monkeypatch, capsys):
+    from tensorguess import extras
+
+    calls = []
+    monkeypatch.setitem(extras.EXTRAS, "sample", (("a_module_nobody_has",), "nobody-has"))
+
+    def pip(command, **kwargs):
+        calls.append(command)
+        monkeypatch.setitem(extras.EXTRAS, "sample", (("json",), "nobody-has"))  # installed
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(extras.subprocess, "run", pip)
+    extras.require_extra("sample")
+    extras.require_extra("sample")
+    (command,) = calls
+    assert command[-4:] == ["-c", str(ROOT / "constraints.txt"), "-e", f"{ROOT}[sample]"]
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("tensorguess: installing the sample extra (nobody-has) into ")
+
+    monkeypatch.setitem(extras.EXTRAS, "sample", (("a_module_nobody_has",), "nobody-has"))
+    monkeypatch.setattr(
+        extras.subprocess,
+        "run",
+        lambda command, **kwargs: subprocess.CompletedProcess(command, 1, "", "ERROR: no network"),
+    )
+    with pytest.raises(TensorguessError, match="no network.*install it yourself"):
+        extras.require_extra("sample")

@@ -32,7 +32,7 @@ def missing_modules(extra: str) -> list[str]:
     return [module for module in modules if importlib.util.find_spec(module) is None]
 
 
-def require_extra(extra: str, say=None) -> None:
+def require_extra(extra: str) -> None:
     """Make sure `extra` is installed: install it now (once) from this checkout, or say how."""
     if not missing_modules(extra):
         return
@@ -42,9 +42,10 @@ def require_extra(extra: str, say=None) -> None:
         raise TensorguessError(
             f"this needs the {extra} extra ({packages}): pip install 'tensorguess[{extra}]'"
         )
-    (say or _say)(
+    print(
         f"tensorguess: installing the {extra} extra ({packages}) into {sys.prefix} "
-        "(first use only; about a minute)..."
+        "(first use only; about a minute)...",
+        file=sys.stderr,
     )
     command = [
         sys.executable,
@@ -67,7 +68,3 @@ def require_extra(extra: str, say=None) -> None:
             f"install it yourself: {sys.executable} -m pip install -c {constraints} "
             f"-e '{PROJECT_ROOT}[{extra}]'"
         )
-
-
-def _say(text: str) -> None:
-    print(text, file=sys.stderr)

@@ -4,12 +4,14 @@ Every model takes one photo, [1, S, S, 3] RGB pixels 0-255 (float32, or uint8 fo
 normalises inside, and gives [1, N] scores; its metadata (tflite_metadata.py) names the
 labels, so MediaPipe Tasks' ImageClassifier loads it as it is.
 
-Why converting from the frozen graph matters: converting a tf.function that reads the
-Keras model's variables (`from_concrete_functions(..., keras_model)`) succeeds, yet the
-converter keeps Keras 3's weights as resource variables (VAR_HANDLE, READ_VARIABLE) that
-nothing in the .tflite ever assigns, and every score reads as NaN. That is the NaN an early
-EfficientNet-Lite0 experiment met. The frozen graph holds the weights as constants, and
-every file is checked against TensorFlow before it is written (formats.py).
+The NaN an early EfficientNet-Lite0 experiment met: converting a tf.function that reads the
+Keras model's weights, with the Keras 3 model as the converter's `trackable_obj` (what
+TensorFlow's deprecation warning asks for), succeeds, but the converter keeps the weights
+as resource variables (VAR_HANDLE, READ_VARIABLE) and never writes their values: every
+read is uninitialised memory, NaN there (tests/test_export.py shows it on a small model).
+We convert the frozen graph (weights already constants) with no Keras object in sight,
+refuse any conversion that still reads variables, and formats.py checks every file against
+TensorFlow before writing it.
 """
 
 from __future__ import annotations
