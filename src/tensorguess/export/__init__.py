@@ -24,7 +24,8 @@ What is promised:
   pixels as TensorFlow does (float32 within 1e-4, float16 weights within 0.02) and give no
   NaN. A quantised file's accuracy on the test split is measured beside float32's and
   printed; it is not refused for it.
-- One export at a time writes into an output folder (its `.tensorguess.lock`).
+- One export at a time writes into an output folder (its `.tensorguess.lock`); the next
+  removes the temporary folders of one that was killed.
 - Nothing is written but the files named above, and nothing outside the output folder
   (TF_FILES/export by default) changes.
 - The inputs are the same everywhere: RGB pixels 0-255 (uint8, or float32 for the float

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -24,6 +25,7 @@ FORMATS = {
     "serving": "serving/<n>/",
 }
 EXPORT_DIR = "export"
+SCRATCH_PREFIX = ".tmp-export-"
 # How far a file's scores may stray from TensorFlow's on the same pixels before export
 # refuses it. int8 has none: its cost is measured on the test split and printed instead.
 TOLERANCE = {"tflite": 1e-4, "tflite-fp16": 0.02, "onnx": 1e-4, "serving": 1e-4}
@@ -104,6 +106,8 @@ def export_formats(
             ) from None
         written = []
         with folder_lock(output, "export"):
+            for leftover in output.glob(f"{SCRATCH_PREFIX}*"):  # what a killed export left
+                shutil.rmtree(leftover, ignore_errors=True)
             job = _Job(model, output, calibration_photos or CALIBRATION_PHOTOS)
             for name in formats:
                 exported = job.export(name)
@@ -145,7 +149,7 @@ class _Job:
             "serving": self._serving,
         }
         target = self._target(name)
-        with tempfile.TemporaryDirectory(prefix=".tmp-export-", dir=self.output) as scratch:
+        with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX, dir=self.output) as scratch:
             built = Path(scratch) / target.name
             scores = build[name](built)(self.pixels)
             self._check(target, name, scores)
