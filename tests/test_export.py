@@ -218,6 +218,44 @@ def test_mediapipe_image_classifier_loads_the_tflite_files_as_they_are(exported,
         assert np.abs(from_files - exported.guessed).max() <= 0.05
 
 
+def test_the_tflite_metadata_reads_back_with_mediapipes_own_schema(exported):
+    from mediapipe.tasks.metadata import metadata_schema_py_generated as schema
+    from tensorflow.lite.python import schema_py_generated as model_schema
+
+    data = exported.file("model_int8.tflite").read_bytes()
+    model = model_schema.Model.GetRootAsModel(data, 0)
+    (entry,) = [
+        model.Metadata(i)
+        for i in range(model.MetadataLength())
+        if model.Metadata(i).Name() == b"TFLITE_METADATA"
+    ]
+    buffer = model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
+    assert schema.ModelMetadata.ModelMetadataBufferHasIdentifier(buffer, 0)
+    metadata = schema.ModelMetadataT.InitFromObj(
+        schema.ModelMetadata.GetRootAsModelMetadata(buffer, 0)
+    )
+    trained = json.loads((exported.tf_files / "tensorguess.json").read_text())
+    assert metadata.name.decode() == f"tensorguess {exported.tf_files.name} (int8)"
+    assert metadata.version.decode() == trained["trained_at"]
+    assert metadata.description.decode().startswith(
+        f"Labels a photo as one of {len(exported.labels)}: "
+    )
+    assert metadata.minParserVersion == b"1.0.0"
+    (subgraph,) = metadata.subgraphMetadata
+    (image,) = subgraph.inputTensorMetadata
+    assert image.content.contentPropertiesType == schema.ContentProperties.ImageProperties
+    assert image.content.contentProperties.colorSpace == schema.ColorSpaceType.RGB
+    assert image.content.contentProperties.defaultSize.width == 224
+    (normalization,) = image.processUnits
+    assert normalization.optionsType == schema.ProcessUnitOptions.NormalizationOptions
+    assert list(normalization.options.mean) == [0.0] and list(normalization.options.std) == [1.0]
+    (scores,) = subgraph.outputTensorMetadata
+    (labels,) = scores.associatedFiles
+    assert (
+        labels.name == b"labels.txt" and labels.type == schema.AssociatedFileType.TENSOR_AXIS_LABELS
+    )
+
+
 def test_litert_and_onnx_runtime_agree_with_tensorflow_on_the_same_pixels(exported):
     import onnx
     import onnxruntime
