@@ -164,7 +164,7 @@ tensorguess_runtime() {
 # A path on the command line is one of these kinds:
 #   folder  read and written (TF_FILES)                 mounted read-write
 #   input   only read (SRC, a hub:<folder> backbone)    mounted read-only
-#   file    only read (IMAGE, --graph, --labels)        its folder mounted read-only
+#   file    only read (IMAGE, --graph, --labels, --model) its folder mounted read-only
 #   output  written (DEST, --bottleneck_dir)            created first, as the user; read-write
 # Every path is passed on absolute and mounted at that same path, so messages and the
 # manifest name the user's own paths. A path that does not exist is not created (except an
@@ -187,7 +187,7 @@ tensorguess_positional_kind() {
 tensorguess_option_kind() {
   case "$1" in
     --bottleneck_dir | --summaries_dir) REPLY=output ;;
-    --graph | --labels) REPLY='file' ;;
+    --graph | --labels | --model) REPLY='file' ;;
     --backbone) REPLY=backbone ;;
     *) REPLY=none ;;
   esac

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import make_tf_files, wrapper
+from helpers import SUPERHEROES, make_tf_files, wrapper
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -38,3 +38,17 @@ def trained(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
 def trained_copy(trained, tmp_path) -> Path:
     """A private copy of the trained tf_files, for tests that change it."""
     return Path(shutil.copytree(trained[0], tmp_path / "tf_files", symlinks=True))
+
+
+@pytest.fixture(scope="session")
+def superheroes_model(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """Trained once (default preset) on ../shared's superheroes/train, read in place through
+    symlinked label folders, with that run's output. Tests using it skip without ../shared."""
+    if not SUPERHEROES.is_dir():
+        pytest.skip("../shared/datasets/superheroes is not present")
+    tf_files = tmp_path_factory.mktemp("superheroes") / "tf_files"
+    (tf_files / "data").mkdir(parents=True)
+    for label_folder in (SUPERHEROES / "train").iterdir():
+        (tf_files / "data" / label_folder.name).symlink_to(label_folder, target_is_directory=True)
+    result = wrapper("train.sh", tf_files)
+    return tf_files, result

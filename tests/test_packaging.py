@@ -52,6 +52,8 @@ def test_constraints_pin_every_requirement_of_every_extra():
     assert {"hub", "test"} <= set(extras)
     for requirement in requirements:
         name = canonicalize_name(requirement.name)
+        if name == "tensorguess":  # an extra that includes another (test has export's)
+            continue
         assert name in pinned, f"{requirement} is not pinned in constraints.txt"
         assert requirement.specifier.contains(pinned[name]), f"{name}=={pinned[name]}"
 

@@ -14,17 +14,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def superheroes_model(tmp_path_factory):
-    """Train once on superheroes/train, read in place through symlinked label folders."""
-    tf_files = tmp_path_factory.mktemp("superheroes") / "tf_files"
-    (tf_files / "data").mkdir(parents=True)
-    for label_folder in (SUPERHEROES / "train").iterdir():
-        (tf_files / "data" / label_folder.name).symlink_to(label_folder, target_is_directory=True)
-    result = wrapper("train.sh", tf_files)
-    return tf_files, result
-
-
 def test_superheroes_test_accuracy(superheroes_model):
     _, result = superheroes_model
     match = re.search(r"^Final test accuracy = ([\d.]+)% \(N=(\d+)\)$", result.stdout, re.M)

@@ -359,8 +359,20 @@ def load_classifier(
     labels: Path | None = None,
     overrides: dict | None = None,
     engine: str | None = None,
-) -> Classifier:
-    """The classifier in `tf_files` (or the `graph`/`labels` files given explicitly)."""
+    model: Path | None = None,
+):
+    """The classifier in `tf_files` (or the `graph`/`labels` files given explicitly), or the
+    exported `model` file (.tflite, .onnx), which holds its labels."""
+    if model is not None:
+        flags = {"graph": graph, "labels": labels, **(overrides or {})}
+        given = [f"--{name}" for name, value in flags.items() if value is not None]
+        if given:
+            raise TensorguessError(
+                f"--model holds its own labels and input size: drop {', '.join(given)}"
+            )
+        from tensorguess.export.runtimes import ExportedClassifier
+
+        return ExportedClassifier(model)
     if graph is None and tf_files is None:
         raise TensorguessError("give TF_FILES (the folder train.sh wrote) or --graph")
     graph = Path(graph) if graph else Path(tf_files) / GRAPH_FILE

@@ -131,6 +131,13 @@ def add_model_flags(command: argparse.ArgumentParser) -> None:
     group.add_argument("--input_width", type=positive_int, help="detected by default")
     group.add_argument("--input_mean", type=float, help="subtracted from each pixel value")
     group.add_argument("--input_std", type=float, help="then divided by this")
+    command.add_argument(
+        "--model",
+        type=Path,
+        metavar="FILE",
+        help="use this exported model.tflite / model_int8.tflite / model.onnx (tensorguess "
+        "export) instead of TF_FILES' graph, to check it on your photos before it ships",
+    )
     from tensorguess.engines import ENGINE_HELP_MODEL
 
     add_engine_flag(command, ENGINE_HELP_MODEL)
@@ -151,4 +158,6 @@ def load_model(args: argparse.Namespace):
             "input_std",
         )
     }
-    return load_classifier(args.tf_files, args.graph, args.labels, overrides, args.engine)
+    return load_classifier(
+        args.tf_files, args.graph, args.labels, overrides, args.engine, model=args.model
+    )

@@ -13,6 +13,7 @@ from tensorguess.cli.common import (
     output,
     print_skipped,
 )
+from tensorguess.cli.export import FORMAT_NAMES, add_format_flag
 from tensorguess.engines import ENGINE_HELP_TRAIN
 from tensorguess.options import FLAGS, Flag, OneOf
 from tensorguess.presets import DEFAULT_PRESET, PRESET_HELP, PRESETS, preset_values
@@ -22,10 +23,12 @@ EPILOG = """examples:
   {prog} ./tf_files          # photos in ./tf_files/data/<label>/
   {prog} ./tf_files --preset fast
   {prog} ./tf_files --preset best --summaries_dir /tmp/tensorboard
+  {prog} ./tf_files --export tflite,tflite-int8    # then the files for phones
 
 writes into TF_FILES: retrained_graph.pb, retrained_labels.txt, saved_model/,
 tensorguess.json, report.html (with training_curves.png and confusion_matrix.png), and
-the feature cache bottlenecks/ (safe to delete). Measured presets: docs/accuracy.md."""
+the feature cache bottlenecks/ (safe to delete); with --export, TF_FILES/export/ too
+(docs/export.md). Measured presets: docs/accuracy.md."""
 GROUPS = {
     None: None,
     "head": "the classifier head (trained on cached features)",
@@ -71,6 +74,13 @@ def add_parser(commands) -> argparse.ArgumentParser:
         action="store_true",
         help="skip report.html and its PNG figures (saves a few seconds; a report from an "
         "earlier run is left as it was)",
+    )
+    add_format_flag(
+        train,
+        "F[,F...]",
+        "then export the classifier into TF_FILES/export in these formats, as `tensorguess "
+        f"export` does: {FORMAT_NAMES}",
+        flag="--export",
     )
     train.add_argument("--json", action="store_true", help="print a JSON summary at the end")
     add_engine_flag(train, ENGINE_HELP_TRAIN)
@@ -126,11 +136,22 @@ def run(args: argparse.Namespace) -> int:
     if args.engine:
         given["engine"] = args.engine
     options = preset_options(args.preset, **given)
+    if args.export:
+        from tensorguess.export.formats import require_runtimes
+
+        require_runtimes(args.export)  # installed (once) before training, not after
     # With --json, standard output holds the JSON alone; the progress lines go to stderr.
     report = output(args.json)
     summary = train_classifier(args.tf_files, options, report)
     print_skipped(summary.skipped, report)
     report(f"Wrote {', '.join(summary.outputs)} in {summary.seconds:.1f} s")
+    exported = []
+    if args.export:
+        from tensorguess.export.formats import export_formats
+
+        exported = export_formats(args.tf_files, args.export, say=report)
     if args.json:
-        print(json.dumps(summary.to_json(), indent=2))
+        print(
+            json.dumps({**summary.to_json(), "exported": [e.to_json() for e in exported]}, indent=2)
+        )
     return 0

@@ -30,14 +30,22 @@ def import_tensorflow_quietly() -> None:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    with muted_stderr():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+
+
+@contextmanager
+def muted_stderr() -> Iterator[None]:
+    """Keep what native code prints to standard error (file descriptor 2) off the terminal
+    while the block runs; if the block fails, show it after all."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as sink:
         os.dup2(sink.fileno(), 2)
         try:
-            import tensorflow as tf
-
-            tf.config.list_physical_devices()
+            yield
         except BaseException:
             os.dup2(saved, 2)
             sink.seek(0)

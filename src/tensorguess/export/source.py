@@ -1,0 +1,184 @@
+"""What an export starts from: the classifier train.sh wrote into TF_FILES, read back.
+
+Every format is converted from the frozen graph's pixel part (`input_pixels` ->
+`final_result`), whose weights are constants. The photos in TF_FILES/data serve twice:
+the training split calibrates int8 models, the test split measures what quantising cost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tensorguess.dataset import TEST, TRAIN, LabelledImage, scan_data
+from tensorguess.errors import TensorguessError
+from tensorguess.model_files import GRAPH_FILE, INPUT_PIXELS, LABELS_FILE, METADATA_FILE, OUTPUT
+from tensorguess.predict import read_graph, read_labels, read_model_bytes
+
+# int8 calibration: a few hundred training photos, as many of each label as there are.
+CALIBRATION_PHOTOS = 300
+# Photos every exported file is checked on against TensorFlow before it is written.
+CHECK_PHOTOS = 8
+
+
+@dataclass
+class TrainedModel:
+    """The classifier of a TF_FILES folder: its frozen graph, labels and tensorguess.json."""
+
+    tf_files: Path
+    graph_def: object
+    labels: list[str]
+    image_size: int
+    # tensorguess.json when it describes this very graph, else empty.
+    metadata: dict = field(default_factory=dict)
+    _reference: object = field(default=None, repr=False)
+
+    def pixel_function(self, batch: int | None, dtype: str = "float32"):
+        """A tf.function: pixels [batch, S, S, 3] (RGB 0-255, `dtype`) -> scores.
+
+        Its output is a dict {"scores": [batch, N]}; the weights inside are constants, so a
+        converter has no variable left to lose.
+        """
+        import tensorflow as tf
+
+        graph_def = self.graph_def
+
+        def import_graph():
+            tf.compat.v1.import_graph_def(graph_def, name="")
+
+        wrapped = tf.compat.v1.wrap_function(import_graph, [])
+        classify = wrapped.prune(
+            feeds=[wrapped.graph.get_tensor_by_name(f"{INPUT_PIXELS}:0")],
+            fetches=[wrapped.graph.get_tensor_by_name(f"{OUTPUT}:0")],
+        )
+        size = self.image_size
+        spec = tf.TensorSpec([batch, size, size, 3], getattr(tf, dtype), name="image")
+
+        @tf.function(input_signature=[spec])
+        def scores(image):
+            return {"scores": classify(tf.cast(image, tf.float32))[0]}
+
+        return scores
+
+    def reference_scores(self, pixels: np.ndarray) -> np.ndarray:
+        """TensorFlow's float32 scores of `pixels` [B, S, S, 3]: what every export must match."""
+        import tensorflow as tf
+
+        if self._reference is None:
+            self._reference = self.pixel_function(None)
+        return self._reference(tf.constant(np.float32(pixels)))["scores"].numpy()
+
+    def describe(self) -> str:
+        """One sentence on what the model does, for the metadata of the exported files."""
+        shown = ", ".join(self.labels[:20]) + (", ..." if len(self.labels) > 20 else "")
+        text = f"Labels a photo as one of {len(self.labels)}: {shown}."
+        backbone = self.metadata.get("backbone")
+        if backbone:
+            text += f" Retrained {backbone} (tensorguess)"
+            accuracy, count = self.metadata.get("test_accuracy"), self.metadata.get("test_count")
+            if accuracy is not None and count:
+                text += f", {accuracy:.1%} on {count} test photos"
+            text += "."
+        return text
+
+
+def read_trained_model(tf_files: Path) -> TrainedModel:
+    """The classifier in `tf_files`, or one line saying why there is none to export."""
+    tf_files = Path(tf_files)
+    if not tf_files.is_dir():
+        raise TensorguessError(
+            f"{tf_files}: folder not found; give the folder train.sh wrote the classifier into"
+        )
+    graph_path = tf_files / GRAPH_FILE
+    data = read_model_bytes(graph_path)
+    labels = read_labels(tf_files / LABELS_FILE)
+    graph_def = read_graph(graph_path, data)
+    nodes = {node.name: node for node in graph_def.node}
+    if INPUT_PIXELS not in nodes or OUTPUT not in nodes:
+        raise TensorguessError(
+            f"{graph_path}: made by an older tool (it has no {INPUT_PIXELS} tensor); export "
+            "needs a model trained by tensorguess: train one with train.sh"
+        )
+    dims = [dim.size for dim in nodes[INPUT_PIXELS].attr["shape"].shape.dim]
+    model = TrainedModel(tf_files, graph_def, labels, dims[1], _metadata_of(tf_files, data))
+    classes = model.reference_scores(np.zeros((1, dims[1], dims[2], 3), np.uint8)).shape[-1]
+    if classes != len(labels):
+        raise TensorguessError(
+            f"{tf_files / LABELS_FILE}: {len(labels)} labels, but {graph_path} scores {classes} "
+            "classes; train again with train.sh"
+        )
+    return model
+
+
+def _metadata_of(tf_files: Path, graph_bytes: bytes) -> dict:
+    try:
+        metadata = json.loads((tf_files / METADATA_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(metadata, dict):
+        return {}
+    if metadata.get("graph_sha256") != hashlib.sha256(graph_bytes).hexdigest():
+        return {}  # written for another graph: its facts would be wrong
+    return metadata
+
+
+@dataclass
+class Photos:
+    """TF_FILES/data's photos by the split training gave them: calibration and test photos."""
+
+    calibration: list[LabelledImage]
+    test: list[tuple[Path, str]]
+
+
+def model_photos(model: TrainedModel, calibration_photos: int = CALIBRATION_PHOTOS) -> Photos:
+    """Up to `calibration_photos` training photos, as many of each label as there are,
+    and the test split.
+
+    The split is training's own (tensorguess.json keeps its percentages). With no
+    TF_FILES/data left, both are empty.
+    """
+    data = model.tf_files / "data"
+    if not data.is_dir():
+        return Photos([], [])
+    try:
+        scan = scan_data(
+            data,
+            model.metadata.get("validation_percentage", 10),
+            model.metadata.get("testing_percentage", 10),
+            least_labels=1,
+        )
+    except TensorguessError:
+        return Photos([], [])
+    known = set(model.labels)
+    by_label: dict[str, list[LabelledImage]] = {}
+    for image in scan.split(TRAIN):
+        if image.label in known:
+            by_label.setdefault(image.label, []).append(image)
+    # Round-robin over the labels, each in digest order (stable, and unrelated to file names).
+    queues = [sorted(images, key=lambda image: image.digest) for images in by_label.values()]
+    calibration: list[LabelledImage] = []
+    for rank in range(max(map(len, queues), default=0)):
+        calibration += [queue[rank] for queue in queues if rank < len(queue)]
+    test = [(image.path, image.label) for image in scan.split(TEST) if image.label in known]
+    return Photos(calibration[:calibration_photos], test)
+
+
+def check_pixels(model: TrainedModel, photos: Photos) -> np.ndarray:
+    """uint8 pixels every exported file is checked on: training photos, else fixed noise."""
+    from tensorguess.images import UnreadableImage, load_pixels
+
+    size = model.image_size
+    pixels = []
+    for image in photos.calibration[:CHECK_PHOTOS]:
+        try:
+            pixels.append(load_pixels(image.path, size))
+        except UnreadableImage:
+            continue
+    if not pixels:
+        noise = np.random.default_rng(0).integers(0, 256, (4, size, size, 3))
+        return noise.astype(np.uint8)
+    return np.stack(pixels)
