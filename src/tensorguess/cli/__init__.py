@@ -7,6 +7,7 @@ from them and turns what goes wrong into one line and an exit code.
 from __future__ import annotations
 
 import argparse
+import signal
 
 from tensorguess import __version__
 from tensorguess.cli import bench, evaluate, export, guess, sample_data, serve, sort, train
@@ -36,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `tensorguess` command."""
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _note_interrupt)
     if unknown:  # said by the command's own parser, so its usage line is the one shown
         args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
@@ -54,8 +57,35 @@ def main(argv: list[str] | None = None) -> int:
         say(f"tensorguess: interrupted; {args.interrupted}")
         return EXIT_INTERRUPTED
     except Exception as error:  # noqa: BLE001  (the user gets one line; --debug shows the rest)
+        if _interrupted(error):
+            # Ctrl-C inside an import or a library's own handler can come back wrapped.
+            say(f"tensorguess: interrupted; {args.interrupted}")
+            return EXIT_INTERRUPTED
         if args.debug:
             raise
         say(f"tensorguess: internal error: {type(error).__name__}: {error} (rerun with --debug)")
         return EXIT_BUG
     return EXIT_PROBLEM  # not reached: error() exits
+
+
+_SIGINT_SEEN = []
+
+
+def _note_interrupt(signal_number, frame) -> None:
+    """Python's own Ctrl-C behaviour, remembering that it happened."""
+    _SIGINT_SEEN.append(signal_number)
+    raise KeyboardInterrupt
+
+
+def _interrupted(error: BaseException) -> bool:
+    """Whether Ctrl-C caused `error`: a KeyboardInterrupt down its chain, or any failure
+    after the signal came (a library can turn the interrupt into an error of its own)."""
+    if _SIGINT_SEEN:
+        return True
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
