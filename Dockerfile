@@ -18,6 +18,7 @@ WORKDIR /opt/tensorguess/src
 # TensorFlow is not the pinned one, since pip would then replace it with another build.
 # PIP_BREAK_SYSTEM_PACKAGES: the image's TensorFlow lives in the system Python too.
 # tomllib is Python 3.11's; on 3.10, pip's own copy of the same parser (tomli) reads it.
+# The `ray` extra comes too, so that --ray works in the container (docs/cluster.md).
 COPY pyproject.toml constraints.txt ./
 RUN pinned="$(sed -n 's/^tensorflow==//p' constraints.txt)" \
  && installed="$(python3 -c 'import importlib.metadata as m; print(m.version("tensorflow"))')" \
@@ -25,7 +26,7 @@ RUN pinned="$(sed -n 's/^tensorflow==//p' constraints.txt)" \
       echo "The base image has TensorFlow $installed but constraints.txt pins $pinned: change FROM." >&2; \
       exit 1; \
     fi \
- && python3 -c 'import importlib, sys; toml = importlib.import_module("tomllib" if sys.version_info >= (3, 11) else "pip._vendor.tomli"); print("\n".join(toml.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > /tmp/requirements.txt \
+ && python3 -c 'import importlib, sys; toml = importlib.import_module("tomllib" if sys.version_info >= (3, 11) else "pip._vendor.tomli"); project = toml.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(project["dependencies"] + project["optional-dependencies"]["ray"]))' > /tmp/requirements.txt \
  && PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir -c constraints.txt -r /tmp/requirements.txt \
  && rm /tmp/requirements.txt \
  && python3 -c 'import importlib.metadata as m, sys; sys.exit(m.version("tensorflow") != sys.argv[1])' "$pinned"

@@ -9,17 +9,21 @@ from pathlib import Path
 from tensorguess.cli.common import (
     add_debug_flag,
     add_model_flags,
+    add_ray_flags,
     add_tf_files,
     command_parser,
     load_model,
+    model_overrides,
     output,
     plural,
     positive_int,
     print_skipped,
+    ray_settings,
     score,
 )
 
 NAME = "sort"
+INTERRUPTED = "run it again to finish (nothing is sorted twice)"
 EPILOG = """example:
   {prog} ./tf_files ~/unsorted ~/sorted
 copies ~/unsorted/IMG_0001.jpg to ~/sorted/elsa-0.99636.jpg (never overwriting:
@@ -65,8 +69,9 @@ def add_parser(commands) -> argparse.ArgumentParser:
     )
     sort.add_argument("--json", action="store_true", help="print a JSON summary at the end")
     add_model_flags(sort)
+    add_ray_flags(sort, "classify")
     add_debug_flag(sort)
-    sort.set_defaults(run=run, interrupted="run it again to finish (nothing is sorted twice)")
+    sort.set_defaults(run=run, interrupted=INTERRUPTED)
     return sort
 
 
@@ -74,15 +79,28 @@ def run(args: argparse.Namespace) -> int:
     """Sort, then say what went where and what was skipped."""
     from tensorguess.sort import sort_folder
 
+    cluster = ray_settings(args)
+    if cluster is not None:  # checked first: Ray installed, its address answering
+        from tensorguess.cluster import RayCluster
+
+        cluster = RayCluster(cluster, f"nothing is lost; {INTERRUPTED}")
     classifier = load_model(args)
-    report = sort_folder(
-        classifier,
-        args.source,
-        args.destination,
-        args.batch_size,
-        move=args.move,
-        min_score=args.min_score,
-    )
+    if cluster is not None:
+        from tensorguess.cluster import ClusterClassifier
+
+        classifier = ClusterClassifier(cluster, classifier, model_overrides(args), args.engine)
+    try:
+        report = sort_folder(
+            classifier,
+            args.source,
+            args.destination,
+            args.batch_size,
+            move=args.move,
+            min_score=args.min_score,
+        )
+    finally:
+        if cluster is not None:
+            cluster.close()
     say = output(args.json)
     by_label = ", ".join(f"{label} {count}" for label, count in report.counts().items())
     say(

@@ -9,9 +9,11 @@ from pathlib import Path
 from tensorguess.cli.common import (
     add_debug_flag,
     add_engine_flag,
+    add_ray_flags,
     command_parser,
     output,
     print_skipped,
+    ray_settings,
 )
 from tensorguess.engines import ENGINE_HELP_TRAIN
 from tensorguess.options import FLAGS, Flag, OneOf
@@ -74,6 +76,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
     )
     train.add_argument("--json", action="store_true", help="print a JSON summary at the end")
     add_engine_flag(train, ENGINE_HELP_TRAIN)
+    add_ray_flags(train, "compute the features missing from the cache")
     add_debug_flag(train)
     train.set_defaults(run=run, interrupted="the previous model and the cache are intact")
     return train
@@ -125,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
         given["report"] = False
     if args.engine:
         given["engine"] = args.engine
+    if args.ray is not None or args.ray_workers is not None:
+        given["ray"] = ray_settings(args)
     options = preset_options(args.preset, **given)
     # With --json, standard output holds the JSON alone; the progress lines go to stderr.
     report = output(args.json)
