@@ -17,10 +17,10 @@ on them, onto Ray workers, and keeps everything that touches the user's files wh
 - Results stream back in the order the paths went out, so a sort names its copies exactly as
   a local sort would, and features are matched to their photos by position.
 - A worker process that dies is started again and its batch retried (`RESTARTS` times at
-  most); one that keeps dying, an unreachable address, or a cluster that fails ends the run
-  with one line. The driver had only ever written whole, verified copies, each listed by a
-  complete manifest line (or whole cache entries), so nothing is lost or half-written and a
-  rerun finishes the job.
+  most, or $TENSORGUESS_RAY_RESTARTS); one that keeps dying, an unreachable address, or a
+  cluster that fails ends the run with one line. The driver had only ever written whole,
+  verified copies, each listed by a complete manifest line (or whole cache entries), so
+  nothing is lost or half-written, and a rerun finishes the job.
 - No address (and no $TENSORGUESS_RAY_ADDRESS): a local Ray runtime on this machine, listening
   on 127.0.0.1 only, for the length of the run.
 
@@ -30,6 +30,7 @@ when `--ray` is given.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -47,9 +48,11 @@ from tensorguess.errors import TensorguessError, first_line
 from tensorguess.progress import progress_bar
 
 ADDRESS_VARIABLE = "TENSORGUESS_RAY_ADDRESS"
-# A worker that dies is restarted, and its batch retried, this many times; one that keeps
-# dying (a photo that crashes a decoder, memory it cannot get) ends the run in one line.
+# A worker that dies is restarted, and its batch retried, this many times (or as many as
+# $TENSORGUESS_RAY_RESTARTS says); one that keeps dying (a photo that crashes a decoder,
+# memory it cannot get) ends the run in one line.
 RESTARTS = 3
+RESTARTS_VARIABLE = "TENSORGUESS_RAY_RESTARTS"
 # How long the driver waits for a TCP answer from ADDRESS before calling it unreachable.
 CONNECT_TIMEOUT_S = 5.0
 # Ray Data tasks per batch of paths, at most; more blocks only cost scheduling.
@@ -154,6 +157,7 @@ class RayCluster:
             # sends no usage statistics.
             os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        self.restarts = _restarts()
         self._ray = import_ray()
         if self.address:
             check_reachable(self.address)
@@ -219,7 +223,7 @@ class RayCluster:
                 compute=ray.data.ActorPoolStrategy(size=layout.workers),
                 num_cpus=layout.cpus,
                 num_gpus=layout.gpus or None,
-                ray_remote_args_fn=_fault_tolerance,
+                ray_remote_args_fn=functools.partial(_fault_tolerance, self.restarts),
             )
         try:
             for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
@@ -276,9 +280,18 @@ def _quiet_standard_error() -> Iterator[None]:
         os.close(saved)
 
 
-def _fault_tolerance() -> dict:
+def _fault_tolerance(restarts: int) -> dict:
     """Actor options: restart a dead worker and retry its batch, a few times."""
-    return {"max_restarts": RESTARTS, "max_task_retries": RESTARTS}
+    return {"max_restarts": restarts, "max_task_retries": restarts}
+
+
+def _restarts() -> int:
+    text = os.environ.get(RESTARTS_VARIABLE, "").strip()
+    if not text:
+        return RESTARTS
+    if not text.isdigit():
+        raise TensorguessError(f"${RESTARTS_VARIABLE} must be a whole number, got {text!r}")
+    return int(text)
 
 
 def _summary(error: BaseException) -> str:
