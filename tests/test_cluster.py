@@ -320,3 +320,17 @@ def test_a_src_the_workers_cannot_see_is_one_line_and_nothing_is_copied(
 def test_ray_workers_without_ray_is_a_usage_error(trained, photos, tmp_path):
     result = tensorguess("sort", trained[0], photos, tmp_path, "--ray_workers", "2", check=False)
     assert result.returncode == 2 and "--ray_workers needs --ray" in result.stderr
+
+
+def test_one_worker_per_gpu_or_per_node_each_fitting_the_smallest_node():
+    from tensorguess.cluster import WorkerLayout, worker_layout
+
+    two_cpus, eight_cpus = {"CPU": 2.0, "memory": 1e9}, {"CPU": 8.0}
+    assert worker_layout([two_cpus], None) == WorkerLayout(1, 2.0, 0.0)
+    assert worker_layout([two_cpus], 2) == WorkerLayout(2, 1.0, 0.0)
+    assert worker_layout([two_cpus, eight_cpus], None) == WorkerLayout(2, 2.0, 0.0)
+    # A head node kept free of work (ray start --head --num-cpus 0) runs no worker.
+    assert worker_layout([{"CPU": 0.0}, eight_cpus], None) == WorkerLayout(1, 8.0, 0.0)
+    gpus = {"CPU": 16.0, "GPU": 2.0}
+    assert worker_layout([gpus, gpus], None) == WorkerLayout(4, 8.0, 1.0)
+    assert worker_layout([gpus], 4) == WorkerLayout(4, 4.0, 0.5)
