@@ -10,7 +10,10 @@ Two rates per run: the whole command (start-up included: Python, the model, and 
 the local runtime and its actors), and the steady rate from the first copy in DEST to the
 last (their inode change times: the moment each got its name), which is what a long run
 gets. A third figure is the driver's own share: hashing and copying one photo, without
-classifying, which bounds how fast one driver can sort however many workers it has.
+classifying, which bounds how fast one driver can sort however many workers it has. And
+`--classify_only` times the classification alone, in this process (no copies): the local
+classifier, then Ray workers; the steady rate (after the first batch) of one worker is
+the per-worker rate docs/cluster.md's cost estimate starts from.
 """
 
 from __future__ import annotations
@@ -62,6 +65,48 @@ def driver_rate(photos: Path, work: Path) -> float:
     return len(paths) / (time.monotonic() - started)
 
 
+def classify_rate(scorer, paths: list[Path]) -> tuple[float, float]:
+    """(seconds to the first prediction, steady images/s after it) of `scorer.classify`."""
+    started = time.monotonic()
+    first = None
+    count = 0
+    for _ in scorer.classify(paths, 64):
+        count += 1
+        if first is None:
+            first = time.monotonic()
+            counted_from = count
+    return first - started, (count - counted_from) / (time.monotonic() - first)
+
+
+def classify_only(tf_files: Path, photos: Path, rounds: int) -> None:
+    """Classification alone: locally, then on a local Ray runtime with 1 and 2 workers."""
+    from tensorguess.cluster import ClusterClassifier, RayCluster, RaySettings
+    from tensorguess.predict import load_classifier
+
+    paths = sorted(photos.iterdir())
+    classifier = load_classifier(tf_files)
+    rates: dict[str, list[tuple[float, float]]] = {}
+    for round_number in range(rounds):
+        for way, workers in (("local", 0), ("ray, 1 worker", 1), ("ray, 2 workers", 2)):
+            if workers:
+                with RayCluster(RaySettings("", workers)) as cluster:
+                    result = classify_rate(ClusterClassifier(cluster, classifier), paths)
+            else:
+                result = classify_rate(classifier, paths)
+            rates.setdefault(way, []).append(result)
+            print(
+                f"round {round_number + 1}, classify only, {way}: first after {result[0]:.1f} s, "
+                f"then {result[1]:.0f} images/s (load {load()})",
+                flush=True,
+            )
+    print("\n| classify only | to the first batch | images/s after it |")
+    print("| --- | --- | --- |")
+    for way, results in rates.items():
+        first = statistics.median(result[0] for result in results)
+        steady = statistics.median(result[1] for result in results)
+        print(f"| {way} | {first:.1f} s | {steady:.0f} |")
+
+
 def load() -> str:
     return " ".join(f"{value:.1f}" for value in os.getloadavg())
 
@@ -72,8 +117,13 @@ def main() -> None:
     parser.add_argument("photos", type=Path)
     parser.add_argument("work", type=Path)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--classify_only", action="store_true")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
+    if args.classify_only:
+        print(f"load average before: {load()}", flush=True)
+        classify_only(args.tf_files, args.photos, args.rounds)
+        return
     results: dict[str, list[dict]] = {way: [] for way in WAYS}
     print(f"load average before: {load()}", flush=True)
     for round_number in range(args.rounds):
