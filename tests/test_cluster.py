@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -50,9 +51,8 @@ PHOTOS = 100  # of each shape: a few hundred photos to sort
 class LoopbackCluster:
     """A two-node Ray cluster in a network namespace of its own.
 
-    Both nodes start at once, in the background (the namespace is ours, so a fixed port is
-    free; the second node waits for the head), while the tests prepare their photos; the
-    first use waits for them.
+    The nodes start in the background (the head, then the second node), while the tests
+    prepare their photos; the first use waits for them.
     """
 
     def __init__(self, root: Path) -> None:
@@ -65,32 +65,38 @@ class LoopbackCluster:
         assert self.holder.stdout.readline().strip() == "ready"
         self.namespace = os.readlink(f"/proc/{self.holder.pid}/ns/net")
         self.enter = ["nsenter", f"--net=/proc/{self.holder.pid}/ns/net"]
-        self.address = "127.0.0.1:6379"
+        self.address = "127.0.0.1:6379"  # the namespace is ours: the port is free
+        # No one else can reach the namespace: no token (whatever ~/.ray holds), no statistics.
+        self.environment = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+        self.problem = ""
+        self.starting = threading.Thread(target=self._start, args=(root / "ray",))
+        self.starting.start()
+
+    def _start(self, temp: Path) -> None:
         ray = str(Path(sys.executable).with_name("ray"))
         common = ["--num-cpus", "1", "--num-gpus", "0", "--disable-usage-stats"]
-        head = ["--head", "--port", "6379", "--temp-dir", root / "ray", "--include-dashboard"]
-        self.starting = [
-            subprocess.Popen(
-                [*self.enter, ray, "start", *map(str, arguments), *common],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
+        head = ["--head", "--port", "6379", "--temp-dir", str(temp), "--include-dashboard", "false"]
+        for arguments in (head, ["--address", self.address]):
+            node = subprocess.run(
+                [*self.enter, ray, "start", *arguments, *common],
+                capture_output=True,
                 text=True,
-                env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+                env={**os.environ, **self.environment},
+                timeout=300,
             )
-            for arguments in ([*head, "false"], ["--address", self.address])
-        ]
+            if node.returncode != 0:
+                self.problem = f"ray start {' '.join(arguments)}: {node.stdout}{node.stderr}"
+                return
 
     def wait(self) -> None:
         """Until both nodes have started."""
-        while self.starting:
-            node = self.starting.pop(0)
-            output, _ = node.communicate(timeout=300)
-            assert node.returncode == 0, output
+        self.starting.join()
+        assert not self.problem, self.problem
 
     def run_here(self, *command, **kwargs) -> subprocess.CompletedProcess:
         """Run a command inside the cluster's network namespace."""
         self.wait()
-        return run(*self.enter, *command, **kwargs)
+        return run(*self.enter, *command, **{**self.environment, **kwargs})
 
     def tensorguess(self, *arguments, **kwargs) -> subprocess.CompletedProcess:
         """The tensorguess command line, inside the namespace."""
@@ -105,7 +111,7 @@ class LoopbackCluster:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, **env},
+            env={**os.environ, **self.environment, **env},
         )
 
     def processes(self, prefix: str = "") -> list[int]:
@@ -137,9 +143,7 @@ class LoopbackCluster:
     def stop(self) -> None:
         """End every process of the namespace, by id, then the namespace (its temporary
         folder goes with the test's)."""
-        for node in self.starting:
-            node.kill()
-            node.wait()
+        self.starting.join()
         for _ in range(3):  # a process may start another while they end
             for pid in self.processes():
                 try:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import secrets
 import socket
 import sys
 import tempfile
@@ -157,6 +158,13 @@ class RayCluster:
             # sends no usage statistics.
             os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+            if "RAY_AUTH_MODE" not in os.environ:
+                # Token authentication, as Ray gives a local cluster, but with a token of
+                # this run only: Ray would write one to ~/.ray/auth_token, after which the
+                # user's own `ray start --head` demands a token that `ray start --address`
+                # does not send.
+                os.environ["RAY_AUTH_MODE"] = "token"
+                os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
         self.restarts = _restarts()
         self._ray = import_ray()
         if self.address:

@@ -24,12 +24,14 @@ from tensorguess.cli.common import (
 
 NAME = "sort"
 INTERRUPTED = "run it again to finish (nothing is sorted twice)"
-EPILOG = """example:
+EPILOG = """examples:
   {prog} ./tf_files ~/unsorted ~/sorted
+  {prog} ./tf_files /archive/unsorted /archive/sorted --ray 10.0.0.5:6379
 copies ~/unsorted/IMG_0001.jpg to ~/sorted/elsa-0.99636.jpg (never overwriting:
 a taken name gets -1, -2, ...) and writes ~/sorted/manifest.csv. SRC is only read
 (unless --move). Run it again after new photos arrive, or after an interrupted run:
-what the manifest lists is not sorted twice."""
+what the manifest lists is not sorted twice. With --ray, Ray workers classify (SRC on
+storage every node shares) and this machine copies, with the same guarantees."""
 
 
 def add_parser(commands) -> argparse.ArgumentParser:

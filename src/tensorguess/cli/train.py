@@ -24,6 +24,7 @@ EPILOG = """examples:
   {prog} ./tf_files          # photos in ./tf_files/data/<label>/
   {prog} ./tf_files --preset fast
   {prog} ./tf_files --preset best --summaries_dir /tmp/tensorboard
+  {prog} ./tf_files --ray 10.0.0.5:6379   # features computed on a Ray cluster
 
 writes into TF_FILES: retrained_graph.pb, retrained_labels.txt, saved_model/,
 tensorguess.json, report.html (with training_curves.png and confusion_matrix.png), and
