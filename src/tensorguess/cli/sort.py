@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from contextlib import nullcontext
 from pathlib import Path
 
 from tensorguess.cli.common import (
@@ -81,17 +82,18 @@ def run(args: argparse.Namespace) -> int:
     """Sort, then say what went where and what was skipped."""
     from tensorguess.sort import sort_folder
 
-    cluster = ray_settings(args)
-    if cluster is not None:  # checked first: Ray installed, its address answering
+    settings, cluster = ray_settings(args), None
+    if settings is not None:  # checked first: Ray installed, its address answering
         from tensorguess.cluster import RayCluster
 
-        cluster = RayCluster(cluster, f"nothing is lost; {INTERRUPTED}")
+        cluster = RayCluster(settings, f"nothing is lost; {INTERRUPTED}")
     classifier = load_model(args)
-    if cluster is not None:
-        from tensorguess.cluster import ClusterClassifier
+    with cluster or nullcontext():  # connected on the first photo to classify, left at the end
+        if cluster is not None:
+            from tensorguess.cluster import ClusterClassifier
 
-        classifier = ClusterClassifier(cluster, classifier, model_overrides(args), args.engine)
-    try:
+            overrides = model_overrides(args)
+            classifier = ClusterClassifier(cluster, classifier, overrides, args.engine)
         report = sort_folder(
             classifier,
             args.source,
@@ -100,9 +102,6 @@ def run(args: argparse.Namespace) -> int:
             move=args.move,
             min_score=args.min_score,
         )
-    finally:
-        if cluster is not None:
-            cluster.close()
     say = output(args.json)
     by_label = ", ".join(f"{label} {count}" for label, count in report.counts().items())
     say(
