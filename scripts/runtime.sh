@@ -16,6 +16,10 @@
 # has the nvidia runtime). TENSORGUESS_DOCKER_CACHE=<folder>|none (default
 # ${XDG_CACHE_HOME:-~/.cache}/tensorguess/docker): the host folder mounted as the
 # container's writable cache, so what it converts outlives `docker run --rm`.
+#
+# --ray (train, sort) installs the `ray` extra on first use; in Docker (whose image has it)
+# the container then joins the host's network and gets TENSORGUESS_SHM_SIZE (default 2g)
+# of /dev/shm, and TENSORGUESS_RAY_ADDRESS is passed in.
 
 TENSORGUESS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TENSORGUESS_VENV=${TENSORGUESS_VENV:-$TENSORGUESS_ROOT/.venv}
@@ -47,7 +51,7 @@ tensorguess_install_key() {
 }
 
 # tensorguess_ensure_venv [EXTRAS]: create or update the virtual environment.
-# shellcheck disable=SC2120  # test.sh passes the extras; the wrappers pass none
+# shellcheck disable=SC2120  # test.sh passes the extras; the wrappers pass ray for --ray, else none
 tensorguess_ensure_venv() {
   local extras=${1:-} stamp="$TENSORGUESS_VENV/.tensorguess-installed" key wanted log
   key=$(tensorguess_install_key)
@@ -78,7 +82,8 @@ tensorguess_ensure_venv() {
     tail -n 20 "$log" >&2
     tensorguess_fail "installing the dependencies failed (full log: $log)"
   fi
-  { echo "$wanted"; grep -v "^$key " "$stamp" 2>/dev/null || true; } >"$stamp.new" && mv "$stamp.new" "$stamp"
+  # Keep what other extras installed with these pins (test.sh's, --ray's); forget older pins.
+  { echo "$wanted"; grep "^$key " "$stamp" 2>/dev/null | grep -vxF "$wanted" || true; } >"$stamp.new" && mv "$stamp.new" "$stamp"
 }
 
 
@@ -189,8 +194,27 @@ tensorguess_option_kind() {
     --bottleneck_dir | --summaries_dir) REPLY=output ;;
     --graph | --labels | --model) REPLY='file' ;;
     --backbone) REPLY=backbone ;;
+    --ray | --ray_workers) REPLY=none ;; # a Ray address, a number: nothing to mount
     *) REPLY=none ;;
   esac
+}
+
+# tensorguess_value_is_optional OPTION: succeed for the options whose value may be left out
+# (--ray [ADDRESS]): as argparse does, the next word is their value unless it is an option.
+tensorguess_value_is_optional() {
+  [ "$1" = --ray ]
+}
+
+# tensorguess_uses_ray ARGS...: succeed when the command line asks for Ray (--ray).
+tensorguess_uses_ray() {
+  local word
+  for word in "$@"; do
+    case "$word" in
+      --) return 1 ;;
+      --ray | --ray=*) return 0 ;;
+    esac
+  done
+  return 1
 }
 
 # tensorguess_is_switch OPTION: succeed for the options that take no value.
@@ -318,6 +342,8 @@ tensorguess_docker_arguments() {
         if [[ $word == *=* ]]; then
           tensorguess_docker_value "$REPLY" "${word#*=}"
           word=$name=$REPLY
+        elif tensorguess_value_is_optional "$name" && { [ $# -eq 0 ] || [[ $1 == -* ]]; }; then
+          : # given without its value
         elif [ $# -gt 0 ]; then
           tensorguess_docker_value "$REPLY" "$1"
           shift
@@ -400,6 +426,15 @@ tensorguess_docker_run() {
   if [ -n "${TENSORGUESS_ENGINE:-}" ]; then
     options+=(-e "TENSORGUESS_ENGINE=$TENSORGUESS_ENGINE")
   fi
+  # With --ray the container is a Ray driver: it reaches the cluster and the cluster's
+  # workers connect back to it (the host's network), and a local Ray runtime keeps its
+  # object store in /dev/shm (Docker gives 64 MB by default). docs/cluster.md.
+  if tensorguess_uses_ray "$@"; then
+    options+=(--network host --shm-size "${TENSORGUESS_SHM_SIZE:-2g}")
+    if [ -n "${TENSORGUESS_RAY_ADDRESS:-}" ]; then
+      options+=(-e "TENSORGUESS_RAY_ADDRESS=$TENSORGUESS_RAY_ADDRESS")
+    fi
+  fi
 
   while [ "$index" -lt "${#TENSORGUESS_MOUNT_FOLDERS[@]}" ]; do
     folder=${TENSORGUESS_MOUNT_FOLDERS[index]}
@@ -433,6 +468,10 @@ tensorguess_main() {
   if [ "$TENSORGUESS_CHOSEN_RUNTIME" = docker ]; then
     tensorguess_docker_run "$command" "$@"
   fi
-  tensorguess_ensure_venv
+  if tensorguess_uses_ray "$@"; then
+    tensorguess_ensure_venv ray # Ray, an optional extra, on first use of --ray
+  else
+    tensorguess_ensure_venv
+  fi
   exec "$TENSORGUESS_VENV/bin/python" -m tensorguess "$command" "$@"
 }

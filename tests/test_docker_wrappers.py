@@ -91,6 +91,8 @@ class StandIn:
             "TENSORGUESS_DOCKER_CACHE",
             "TENSORGUESS_ENGINE",
             "TENSORGUESS_WRAPPER",
+            "TENSORGUESS_RAY_ADDRESS",
+            "TENSORGUESS_SHM_SIZE",
         ):
             environment.pop(name, None)
         environment.update(env)
@@ -541,6 +543,64 @@ def test_an_unknown_runtime_is_one_line(docker, here):
     assert result.stderr.strip().splitlines() == [
         "tensorguess: error: TENSORGUESS_RUNTIME must be auto, docker or native, not 'podman'"
     ]
+
+
+def test_ray_joins_the_host_network_and_passes_the_address_in(docker, here):
+    """The container is a Ray driver: the cluster's workers connect back to it."""
+    for folder in ("tf_files", "unsorted"):
+        (here / folder).mkdir()
+    result = docker.run(
+        "guessDir.sh", "tf_files", "unsorted", "sorted", "--ray", cwd=here,
+        TENSORGUESS_RAY_ADDRESS="10.0.0.5:6379",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert docker.run_call() == docker.expected_run(
+        *("--network", "host", "--shm-size", "2g", "-e", "TENSORGUESS_RAY_ADDRESS=10.0.0.5:6379"),
+        *("-v", f"{here}/tf_files:{here}/tf_files"),
+        *("-v", f"{here}/unsorted:{here}/unsorted:ro"),
+        *("-v", f"{here}/sorted:{here}/sorted"),
+        *("--", "sort", f"{here}/tf_files", f"{here}/unsorted", f"{here}/sorted", "--ray"),
+    )
+
+
+@pytest.mark.parametrize("ray", [["--ray"], ["--ray=10.0.0.5:6379"], ["--ray", "10.0.0.5:6379"]])
+def test_an_option_after_ray_is_not_taken_for_its_address(docker, here, ray):
+    """--ray's value is optional: as argparse does, the wrapper takes the next word for it
+    only when that is not an option, so a path option after it is still mounted."""
+    (here / "tf_files").mkdir()
+    result = docker.run(
+        "train.sh",
+        "tf_files",
+        *ray,
+        "--bottleneck_dir",
+        "cache",
+        cwd=here,
+        TENSORGUESS_SHM_SIZE="8g",
+    )
+    assert result.returncode == 0, result.stderr
+    assert (here / "cache").is_dir()
+    assert docker.run_call() == docker.expected_run(
+        *("--network", "host", "--shm-size", "8g"),
+        *("-v", f"{here}/tf_files:{here}/tf_files"),
+        *("-v", f"{here}/cache:{here}/cache"),
+        *("--", "train", f"{here}/tf_files", *ray, "--bottleneck_dir", f"{here}/cache"),
+    )
+
+
+def test_the_wrappers_install_the_ray_extra_only_when_ray_is_asked_for():
+    script = f'source "{ROOT}/scripts/runtime.sh"; tensorguess_uses_ray "$@" && echo yes || echo no'
+    cases = {
+        ("tf_files", "--ray"): "yes",
+        ("tf_files", "--ray=auto"): "yes",
+        ("tf_files", "--ray_workers", "2"): "no",  # refused by the parser: needs --ray
+        ("tf_files",): "no",
+        ("tf_files", "--", "--ray"): "no",  # a path named --ray
+    }
+    for arguments, expected in cases.items():
+        answer = subprocess.run(
+            ["bash", "-c", script, "bash", *arguments], capture_output=True, text=True
+        ).stdout.strip()
+        assert answer == expected, arguments
 
 
 # The wrappers' tables of options must follow the command line's parser.

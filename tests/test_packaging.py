@@ -49,7 +49,7 @@ def test_constraints_pin_every_requirement_of_every_extra():
     pinned = pins()
     requirements = [Requirement(text) for text in importlib.metadata.requires("tensorguess")]
     extras = importlib.metadata.metadata("tensorguess").get_all("Provides-Extra")
-    assert {"hub", "test"} <= set(extras)
+    assert {"hub", "ray", "test"} <= set(extras)
     for requirement in requirements:
         name = canonicalize_name(requirement.name)
         if name == "tensorguess":  # an extra that includes another (test has export's)
@@ -85,6 +85,8 @@ def install_key() -> str:
         ("0 core", "", "updating {venv} to the changed pyproject.toml"),
         ("{key} test", "", None),
         ("{key} test", "test", None),
+        ("{key} test", "ray", "adding the ray extras to {venv} (once)"),
+        ("{key} ray\n{key} test", "test", None),
     ],
 )
 def test_setting_up_the_venv_says_what_it_does(tmp_path, stamp, extras, says):
@@ -104,4 +106,7 @@ def test_setting_up_the_venv_says_what_it_does(tmp_path, stamp, extras, says):
     else:
         assert stderr.splitlines() == [stderr.strip()]
         assert says.format(venv=venv) in stderr and "pip install" in calls.read_text()
-        assert f"{key} {extras or 'core'}" in (venv / ".tensorguess-installed").read_text()
+        stamp_lines = (venv / ".tensorguess-installed").read_text().splitlines()
+        assert f"{key} {extras or 'core'}" in stamp_lines
+        if stamp and stamp.startswith("{key}"):  # what other extras installed with these
+            assert set(stamp.format(key=key).splitlines()) <= set(stamp_lines)  # pins stays

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from tensorguess.backbones import Backbone
-from tensorguess.bottlenecks import cached_features
+from tensorguess.bottlenecks import ComputeFeatures, cached_features
 from tensorguess.options import DistortionOptions
 
 
@@ -118,6 +118,7 @@ def distorted_features(
     distortions: DistortionOptions,
     digests: Sequence[str | None] | None = None,
     engine: str | None = None,
+    compute: ComputeFeatures | None = None,
 ) -> Views:
     """The distorted views of `paths`, from the cache where present, computed otherwise.
 
@@ -135,6 +136,7 @@ def distorted_features(
             digests=digests,
             engine=engine,
             view=DistortedView(distortions, view, backbone.image_size),
+            compute=compute,
         )
         vectors[view - 1] = features.vectors
         computed += features.computed

@@ -10,7 +10,7 @@ image size), the decoder's version and the precision of the arithmetic.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -28,6 +28,7 @@ from tensorguess.engines import (
     resolved_engine,
     run_ahead,
 )
+from tensorguess.errors import TensorguessError
 from tensorguess.files import file_digest, write_bytes_atomic
 from tensorguess.images import DECODER_VERSION
 from tensorguess.progress import progress_bar
@@ -41,6 +42,20 @@ class PixelView(Protocol):
     cache_name: str
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray: ...
+
+
+class ComputeFeatures(Protocol):
+    """`compute_features`' contract: (indices, vectors [B, D], reasons) per batch, in order."""
+
+    def __call__(
+        self,
+        backbone: Backbone,
+        paths: Sequence[Path],
+        batch_size: int = BATCH_SIZE,
+        label: str = "",
+        engine: str | None = None,
+        view: PixelView | None = None,
+    ) -> Iterator[tuple[range, np.ndarray, list[str]]]: ...
 
 
 class BottleneckCache:
@@ -114,7 +129,7 @@ def features_runner(backbone: Backbone, engine: str | None = None):
     Kept per backbone in the process, and converted models on disk: freezing the backbone
     and converting it costs seconds, paid once per machine.
     """
-    cache_key = f"features-{backbone.cache_key}"  # pixels in: the decoder plays no part
+    cache_key = _runner_key(backbone.cache_key)
     cached = cached_runner(cache_key, engine)
     if cached is not None:
         return cached[:2]
@@ -131,6 +146,27 @@ def features_runner(backbone: Backbone, engine: str | None = None):
         cache_key=cache_key,
         whole_pixels=True,
     )
+
+
+def _runner_key(backbone_key: str) -> str:
+    return f"features-{backbone_key}"  # pixels in: the decoder plays no part
+
+
+def features_runner_of(spec: str, image_size: int, backbone_key: str, engine: str | None = None):
+    """`features_runner` of the backbone named `spec`, built only when no converted model of
+    it is cached (a Ray worker, which knows the backbone by name and key, starts fast)."""
+    cached = cached_runner(_runner_key(backbone_key), engine)
+    if cached is not None:
+        return cached[:2]
+    from tensorguess.backbones import get_backbone
+
+    backbone = get_backbone(spec, image_size)
+    if backbone.cache_key != backbone_key:
+        raise TensorguessError(
+            f"backbone {spec} is {backbone.cache_key} here but {backbone_key} on the driver: "
+            "install the same tensorguess release everywhere"
+        )
+    return features_runner(backbone, engine)
 
 
 def compute_features(
@@ -171,11 +207,14 @@ def cached_features(
     digests: Sequence[str | None] | None = None,
     engine: str | None = None,
     view: PixelView | None = None,
+    compute: ComputeFeatures | None = None,
 ) -> Features:
     """Features for `paths` (or for a `view` of them), from the cache where present,
     computed and stored otherwise.
 
     `digests` are the files' SHA-256 when the caller has them already (the scan does).
+    `compute` computes the missing ones (default `compute_features`, here; a Ray cluster's
+    `cluster.ClusterFeatures` elsewhere); they are stored here either way.
     """
     cache = BottleneckCache(cache_root, backbone, engine, view.cache_name if view else "")
     vectors = np.zeros((len(paths), backbone.feature_dim), np.float32)
@@ -196,7 +235,7 @@ def cached_features(
     cached = int(ok.sum())
     todo = [indices[0] for indices in missing.values()]
     computed = 0
-    for positions, batch, reasons in compute_features(
+    for positions, batch, reasons in (compute or compute_features)(
         backbone, [paths[i] for i in todo], batch_size, engine=engine, view=view
     ):
         for position, vector, reason in zip(positions, batch, reasons, strict=True):

@@ -13,9 +13,12 @@ import math
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tensorguess.errors import InvalidOption
+
+if TYPE_CHECKING:
+    from tensorguess.cluster import RaySettings
 
 
 @dataclass(frozen=True)
@@ -211,6 +214,7 @@ class TrainingOptions:
     )
     report: bool = True
     engine: str | None = None
+    ray: RaySettings | None = None  # features missing from the cache computed on Ray
     preset: str = "balanced"
     head: HeadOptions = HeadOptions()
     distortions: DistortionOptions = DistortionOptions()
@@ -254,6 +258,9 @@ class TrainingOptions:
             )
         else:
             lines.append(("fine-tuning", "off"))
+        if self.ray is not None:
+            where = self.ray.address or "a local Ray runtime (or $TENSORGUESS_RAY_ADDRESS)"
+            lines.append(("features", f"missing ones computed on Ray: {where}"))
         return lines
 
 
@@ -297,7 +304,7 @@ FLAGS = _flags()
 def options_from_flags(**values: Any) -> TrainingOptions:
     """`TrainingOptions` from flag names (`learning_rate=0.01`, `fine_tune=False`, ...).
 
-    Non-flag fields of the top level (`report`, `engine`, `preset`) are accepted too.
+    Non-flag fields of the top level (`report`, `engine`, `ray`, `preset`) are accepted too.
     """
     top = {item.name for item in fields(TrainingOptions)} - set(SECTIONS)
     nested: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}

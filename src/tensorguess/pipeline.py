@@ -51,6 +51,12 @@ def train_classifier(tf_files: Path, options: TrainingOptions, say=print) -> Tra
     """Train a classifier on `tf_files/data` and write it into `tf_files`."""
     started = time.monotonic()
     tf_files = Path(tf_files)
+    compute = None
+    if options.ray is not None:  # Ray installed, its address answering: checked before the scan
+        from tensorguess.cluster import ClusterFeatures, RayCluster
+
+        cluster = RayCluster(options.ray, "the feature cache keeps what was computed; run again")
+        compute = ClusterFeatures(cluster, options.backbone)
     scan = scan_data(tf_files / "data", options.validation_percentage, options.testing_percentage)
     for message in scan.warnings:
         say(f"warning: {message}")
@@ -62,11 +68,15 @@ def train_classifier(tf_files: Path, options: TrainingOptions, say=print) -> Tra
     from tensorguess.engines import import_tensorflow_quietly
 
     import_tensorflow_quietly()  # after the lock and the scan: the slow part starts here
-    return _train(tf_files, options, scan, say, started)
+    try:
+        return _train(tf_files, options, scan, say, started, compute)
+    finally:
+        if compute is not None:
+            compute.cluster.close()
 
 
 def _train(
-    tf_files: Path, options: TrainingOptions, scan: Scan, say, started: float
+    tf_files: Path, options: TrainingOptions, scan: Scan, say, started: float, compute=None
 ) -> TrainingSummary:
     from tensorguess.augment import describe_views, distorted_features
     from tensorguess.backbones import get_backbone
@@ -90,6 +100,7 @@ def _train(
         cache_root,
         digests=[image.digest for image in scan.images],
         engine=engine,
+        compute=compute,
     )
     say(f"Features: {features.describe()} ({backbone.name})")
     skipped = [(str(path), reason) for path, reason in scan.skipped]
@@ -123,6 +134,7 @@ def _train(
             distortions,
             digests=[image.digest for image in photos[TRAIN]],
             engine=engine,
+            compute=compute,
         )
         splits[TRAIN].views = views.vectors
         say(

@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -76,6 +77,17 @@ class Prediction:
             "image": str(self.path),
             "predictions": [{"label": label, "score": score} for label, score in ranked],
         }
+
+
+class Scorer(Protocol):
+    """What a sort needs of a classifier: its labels, and a prediction for each path (in
+    any order). `Classifier` computes them here; `cluster.ClusterClassifier` on Ray."""
+
+    labels: list[str]
+
+    def classify(
+        self, paths: Sequence[Path], batch_size: int = BATCH_SIZE
+    ) -> Iterator[Prediction]: ...
 
 
 def detect_layout(graph_def, overrides: dict | None = None) -> GraphLayout:

@@ -17,6 +17,8 @@ Users trust this with their only copy of a folder, so:
   half-written last line (power cut) is dropped, so its copy becomes such an orphan too.
   Temporaries of killed runs are removed.
 - One sort at a time writes into a DEST (`.tensorguess.lock`, removed at the end).
+- The predictions come from a classifier here or from Ray workers (`--ray`, cluster.py);
+  either way only this loop, on this machine, writes into DEST.
 - Names derived from labels and source names cannot leave DEST: separators, `..`,
   control characters and leading dots are replaced, and long names are cut to fit.
 """
@@ -36,7 +38,7 @@ from typing import NamedTuple
 
 from tensorguess.errors import TensorguessError
 from tensorguess.files import file_digest, folder_lock
-from tensorguess.predict import Classifier
+from tensorguess.predict import Scorer
 from tensorguess.progress import progress_bar
 
 MANIFEST = "manifest.csv"
@@ -333,7 +335,7 @@ def remove_verified_source(source: Path, copy: Path, digest: str, size: int, mod
 
 
 def sort_folder(
-    classifier: Classifier,
+    classifier: Scorer,
     source: Path,
     destination: Path,
     batch_size: int = 64,
@@ -371,7 +373,7 @@ def sort_folder(
 
 
 def _sort_into(
-    classifier: Classifier,
+    classifier: Scorer,
     files: list[Path],
     manifest: Manifest,
     report: SortReport,

@@ -143,11 +143,52 @@ def add_model_flags(command: argparse.ArgumentParser) -> None:
     add_engine_flag(command, ENGINE_HELP_MODEL)
 
 
+def add_ray_flags(command: argparse.ArgumentParser, work: str) -> None:
+    """--ray [ADDRESS] and --ray_workers N, for the commands whose bulk work Ray can take."""
+    group = command.add_argument_group(
+        "cluster (Ray, an optional extra that the wrappers install on first use; docs/cluster.md)"
+    )
+    group.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help=f"{work} on a Ray cluster: ADDRESS is its head (HOST:PORT, ray://HOST:PORT or "
+        "auto); without one, $TENSORGUESS_RAY_ADDRESS, else a local Ray runtime. The photos "
+        "must be at the same path on every node (shared storage). Put it last, or write "
+        "--ray=ADDRESS",
+    )
+    group.add_argument(
+        "--ray_workers",
+        type=positive_int,
+        metavar="N",
+        help="Ray actors, each loading the model once (default: one per GPU, or one per node)",
+    )
+
+
+def ray_settings(args: argparse.Namespace):
+    """The `cluster.RaySettings` of --ray and --ray_workers, or None without --ray."""
+    if args.ray is None:
+        if args.ray_workers is not None:
+            args.command_parser.error("--ray_workers needs --ray")
+        return None
+    from tensorguess.cluster import RaySettings
+
+    return RaySettings(args.ray, args.ray_workers)
+
+
 def load_model(args: argparse.Namespace):
     """The classifier named by TF_FILES and the model flags."""
     from tensorguess.predict import load_classifier
 
-    overrides = {
+    return load_classifier(
+        args.tf_files, args.graph, args.labels, model_overrides(args), args.engine, model=args.model
+    )
+
+
+def model_overrides(args: argparse.Namespace) -> dict:
+    """label_image.py's flags, as `load_classifier` takes them."""
+    return {
         name: getattr(args, name)
         for name in (
             "input_layer",
@@ -158,6 +199,3 @@ def load_model(args: argparse.Namespace):
             "input_std",
         )
     }
-    return load_classifier(
-        args.tf_files, args.graph, args.labels, overrides, args.engine, model=args.model
-    )

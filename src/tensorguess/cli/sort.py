@@ -4,28 +4,35 @@ from __future__ import annotations
 
 import argparse
 import json
+from contextlib import nullcontext
 from pathlib import Path
 
 from tensorguess.cli.common import (
     add_debug_flag,
     add_model_flags,
+    add_ray_flags,
     add_tf_files,
     command_parser,
     load_model,
+    model_overrides,
     output,
     plural,
     positive_int,
     print_skipped,
+    ray_settings,
     score,
 )
 
 NAME = "sort"
-EPILOG = """example:
+INTERRUPTED = "run it again to finish (nothing is sorted twice)"
+EPILOG = """examples:
   {prog} ./tf_files ~/unsorted ~/sorted
+  {prog} ./tf_files /archive/unsorted /archive/sorted --ray 10.0.0.5:6379
 copies ~/unsorted/IMG_0001.jpg to ~/sorted/elsa-0.99636.jpg (never overwriting:
 a taken name gets -1, -2, ...) and writes ~/sorted/manifest.csv. SRC is only read
 (unless --move). Run it again after new photos arrive, or after an interrupted run:
-what the manifest lists is not sorted twice."""
+what the manifest lists is not sorted twice. With --ray, Ray workers classify (SRC on
+storage every node shares) and this machine copies, with the same guarantees."""
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
@@ -65,8 +72,9 @@ def add_parser(commands) -> argparse.ArgumentParser:
     )
     sort.add_argument("--json", action="store_true", help="print a JSON summary at the end")
     add_model_flags(sort)
+    add_ray_flags(sort, "classify")
     add_debug_flag(sort)
-    sort.set_defaults(run=run, interrupted="run it again to finish (nothing is sorted twice)")
+    sort.set_defaults(run=run, interrupted=INTERRUPTED)
     return sort
 
 
@@ -74,15 +82,26 @@ def run(args: argparse.Namespace) -> int:
     """Sort, then say what went where and what was skipped."""
     from tensorguess.sort import sort_folder
 
+    settings, cluster = ray_settings(args), None
+    if settings is not None:  # checked first: Ray installed, its address answering
+        from tensorguess.cluster import RayCluster
+
+        cluster = RayCluster(settings, f"nothing is lost; {INTERRUPTED}")
     classifier = load_model(args)
-    report = sort_folder(
-        classifier,
-        args.source,
-        args.destination,
-        args.batch_size,
-        move=args.move,
-        min_score=args.min_score,
-    )
+    with cluster or nullcontext():  # connected on the first photo to classify, left at the end
+        if cluster is not None:
+            from tensorguess.cluster import ClusterClassifier
+
+            overrides = model_overrides(args)
+            classifier = ClusterClassifier(cluster, classifier, overrides, args.engine)
+        report = sort_folder(
+            classifier,
+            args.source,
+            args.destination,
+            args.batch_size,
+            move=args.move,
+            min_score=args.min_score,
+        )
     say = output(args.json)
     by_label = ", ".join(f"{label} {count}" for label, count in report.counts().items())
     say(

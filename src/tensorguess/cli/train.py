@@ -9,9 +9,11 @@ from pathlib import Path
 from tensorguess.cli.common import (
     add_debug_flag,
     add_engine_flag,
+    add_ray_flags,
     command_parser,
     output,
     print_skipped,
+    ray_settings,
 )
 from tensorguess.cli.export import FORMAT_NAMES, add_format_flag
 from tensorguess.engines import ENGINE_HELP_TRAIN
@@ -24,6 +26,7 @@ EPILOG = """examples:
   {prog} ./tf_files --preset fast
   {prog} ./tf_files --preset best --summaries_dir /tmp/tensorboard
   {prog} ./tf_files --export tflite,tflite-int8    # then the files for phones
+  {prog} ./tf_files --ray 10.0.0.5:6379   # features computed on a Ray cluster
 
 writes into TF_FILES: retrained_graph.pb, retrained_labels.txt, saved_model/,
 tensorguess.json, report.html (with training_curves.png and confusion_matrix.png), and
@@ -84,6 +87,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
     )
     train.add_argument("--json", action="store_true", help="print a JSON summary at the end")
     add_engine_flag(train, ENGINE_HELP_TRAIN)
+    add_ray_flags(train, "compute the features missing from the cache")
     add_debug_flag(train)
     train.set_defaults(run=run, interrupted="the previous model and the cache are intact")
     return train
@@ -135,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
         given["report"] = False
     if args.engine:
         given["engine"] = args.engine
+    if args.ray is not None or args.ray_workers is not None:
+        given["ray"] = ray_settings(args)
     options = preset_options(args.preset, **given)
     if args.export:
         from tensorguess.export.formats import require_runtimes
