@@ -12,6 +12,7 @@ import tensorflow as tf
 from tensorguess import export
 from tensorguess.export import export_model
 from tensorguess.head import TrainedHead
+from tensorguess.novelty import fit_novelty
 
 
 class TinyBackbone:
@@ -38,7 +39,9 @@ def _export(tf_files: Path, labels: list[str]) -> None:
         test_count=1,
         epochs_run=1,
     )
-    export_model(tf_files, TinyBackbone(), "tiny", head, labels, "f32", {})
+    features = np.random.default_rng(0).uniform(size=(10, 3))
+    novelty = fit_novelty(features, features)
+    export_model(tf_files, TinyBackbone(), "tiny", head, novelty, labels, "f32", {})
 
 
 def _model(tf_files: Path) -> dict[str, str]:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 
 from tensorguess import __version__
-from tensorguess.cli import bench, evaluate, guess, sample_data, sort, train
+from tensorguess.cli import bench, doctor, evaluate, guess, sample_data, sort, train
 from tensorguess.cli.common import EXIT_BUG, EXIT_INTERRUPTED, EXIT_PROBLEM, say
 from tensorguess.errors import InvalidOption, TensorguessError
 
-COMMANDS = (train, guess, sort, evaluate, sample_data, bench)
+COMMANDS = (train, guess, sort, evaluate, doctor, sample_data, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
