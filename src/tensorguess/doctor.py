@@ -18,10 +18,10 @@ photos takes seconds.
 - Near-duplicates: pairs of photos whose features' cosine similarity reaches
   `NEAR_DUPLICATE`, byte-identical ones included and marked; a pair that straddles train and
   validation or test makes the test figures flatter the model.
-- Outliers: photos far from every label: novelty scores (novelty.py, the subspace fitted on
-  all the photos) past Tukey's far-out fence (the third quartile plus `OUTLIER_FENCE`
-  interquartile ranges). One photo barely moves a subspace fitted on hundreds, so fitting
-  once, rather than once per fold, finds the same photos in a fifth of the time.
+- Outliers: photos far from every label: out-of-fold novelty scores (novelty.py: a photo
+  is scored against a subspace fitted without it, which a far photo would otherwise bend
+  towards itself) past Tukey's far-out fence (the third quartile plus `OUTLIER_FENCE`
+  interquartile ranges).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import numpy as np
 from tensorguess.dataset import TEST, TRAIN, VALIDATION, LabelledImage, scan_data
 from tensorguess.files import printable
 from tensorguess.model_files import METADATA_FILE
-from tensorguess.novelty import fit_subspace, one_blas_thread, unit_length
+from tensorguess.novelty import one_blas_thread, out_of_fold_scores, unit_length
 
 # Cosine similarity of features from which two photos count as near-duplicates. Re-encoded
 # copies of web photos (JPEG quality 60, 20% brighter) measured 0.964-0.986; the most alike
@@ -416,7 +416,7 @@ def _check_photos(
     checkup.near_duplicates.sort(
         key=lambda pair: (not pair.across_labels, not pair.straddles, -pair.similarity)
     )
-    scores = fit_subspace(features).scores(features)
+    scores = out_of_fold_scores(features)
     for row in outlier_rows(scores):
         checkup.outliers.append(
             Outlier(str(images[row].path), images[row].label, float(scores[row]))
