@@ -8,7 +8,8 @@ docs/accuracy.md reports them (run by hand: minutes, not a test).
 as symlinks in a temporary folder (the photos are read in place); `doctor --json` runs
 twice, the second time on a warm feature cache, and the flipped photos it lists are counted.
 `unknown`: train on superheroes/train, then sort superheroes/test_data mixed with every
-sign-digits photo with `--unknown`, and count the photos named unknown-*.
+sign-digits photo and the photos of superheroes/train that training held out for testing,
+with `--unknown`, and count the photos named unknown-*.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from tensorguess.dataset import TEST, scan_data
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASETS = ROOT.parent / "shared" / "datasets"
@@ -96,6 +99,13 @@ def measure_unknown(preset: str) -> None:
             (mixed / f"hero-{path.name}").symlink_to(path)
         for path in hands:
             (mixed / f"hand-{path.parent.name}-{path.name}").symlink_to(path)
+        held_out = [
+            image.path
+            for image in scan_data(tf_files / "data", 10, 10).images
+            if image.split == TEST
+        ]
+        for path in held_out:
+            (mixed / f"heldout-{path.name}").symlink_to(path.resolve())
         result, seconds = tensorguess(
             "sort", tf_files, mixed, scratch / "sorted", "--unknown", "--json"
         )
@@ -107,6 +117,11 @@ def measure_unknown(preset: str) -> None:
         }
         named = sorted(name for name in unknown if name.startswith("hero-"))
         hand_count = sum(name.startswith("hand-") for name in unknown)
+        held_count = sum(name.startswith("heldout-") for name in unknown)
+        print(
+            f"unknown: held-out photos of superheroes/train {held_count}/{len(held_out)} "
+            f"({held_count / len(held_out):.1%})"
+        )
         print(
             f"unknown: hands {hand_count}/{len(hands)} ({hand_count / len(hands):.1%}), heroes "
             f"{len(named)}/{len(heroes)} ({len(named) / len(heroes):.1%}: {', '.join(named)}); "

@@ -433,8 +433,6 @@ def check_folder(
 ) -> Checkup:
     """Check TF_FILES/data with the features its model was trained on (tensorguess.json says
     which backbone, precision and split); the default backbone when there is no model yet."""
-    from tensorguess.backbones import get_backbone
-    from tensorguess.bottlenecks import cached_features
     from tensorguess.engines import resolved_engine
     from tensorguess.options import TrainingOptions
     from tensorguess.pipeline import BOTTLENECK_DIR
@@ -447,24 +445,69 @@ def check_folder(
         trained.get("validation_percentage", defaults.validation_percentage),
         trained.get("testing_percentage", defaults.testing_percentage),
     )
-    backbone = get_backbone(trained.get("backbone", defaults.backbone), trained.get("image_size"))
-    features = cached_features(
-        backbone,
-        [image.path for image in scan.images],
-        bottleneck_dir or tf_files / BOTTLENECK_DIR,
-        digests=[image.digest for image in scan.images],
-        engine=resolved_engine(engine, trained.get("precision")),
-    )
-    say(f"Features: {features.describe()} ({backbone.name})")
-    rows = np.flatnonzero(features.ok)
-    checkup = check_photos(
-        [scan.images[row] for row in rows], scan.labels, features.vectors[rows], near_duplicate
-    )
-    checkup.skipped = [(str(path), reason) for path, reason in scan.skipped]
-    checkup.skipped += [
-        (str(scan.images[row].path), reason) for row, reason in sorted(features.problems.items())
-    ]
+    cache_root = bottleneck_dir or tf_files / BOTTLENECK_DIR
+    engine = resolved_engine(engine, trained.get("precision"))
+    skipped = [(str(path), reason) for path, reason in scan.skipped]
+    vectors = _recorded_features(scan.images, trained, cache_root, engine)
+    if vectors is not None:
+        say(f"Features: {len(vectors)} from cache ({trained['backbone']})")
+        images = scan.images
+    else:
+        from tensorguess.backbones import get_backbone
+        from tensorguess.bottlenecks import cached_features
+
+        backbone = get_backbone(
+            trained.get("backbone", defaults.backbone), trained.get("image_size")
+        )
+        features = cached_features(
+            backbone,
+            [image.path for image in scan.images],
+            cache_root,
+            digests=[image.digest for image in scan.images],
+            engine=engine,
+        )
+        say(f"Features: {features.describe()} ({backbone.name})")
+        rows = np.flatnonzero(features.ok)
+        images, vectors = [scan.images[row] for row in rows], features.vectors[rows]
+        skipped += [
+            (str(scan.images[row].path), reason)
+            for row, reason in sorted(features.problems.items())
+        ]
+    checkup = check_photos(images, scan.labels, vectors, near_duplicate)
+    checkup.skipped = skipped
     return checkup
+
+
+@dataclass(frozen=True)
+class _RecordedBackbone:
+    """What tensorguess.json recorded of the model's backbone: enough to find its features in
+    the cache without loading it (importing TensorFlow and building it take seconds)."""
+
+    cache_key: str
+    feature_dim: int
+
+
+def _recorded_features(
+    images: Sequence[LabelledImage], trained: dict, cache_root: Path, engine: str
+) -> np.ndarray | None:
+    """Every photo's features from the cache, if the model's metadata says where and they
+    are all there; None otherwise (then the backbone is loaded and computes what is missing)."""
+    from tensorguess.bottlenecks import BottleneckCache
+
+    try:
+        recorded = _RecordedBackbone(
+            str(trained["backbone_cache_key"]), int(trained["head"]["layers"][0][0])
+        )
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+    cache = BottleneckCache(cache_root, recorded, engine)
+    vectors = []
+    for image in images:
+        vector = cache.get(image.digest)
+        if vector is None:
+            return None
+        vectors.append(vector)
+    return np.stack(vectors) if vectors else None
 
 
 def _trained_with(tf_files: Path) -> dict:
