@@ -227,9 +227,9 @@ def graph_metadata(graph_path: Path, graph_bytes: bytes) -> dict:
     return metadata
 
 
-def trained_precision(graph_path: Path, graph_bytes: bytes) -> str:
-    """The precision the graph's head was trained on (tensorguess.json); float32 otherwise."""
-    return str(graph_metadata(graph_path, graph_bytes).get("precision") or FLOAT32)
+def trained_precision(metadata: dict) -> str:
+    """The precision the graph's head was trained on (its `graph_metadata`); else float32."""
+    return str(metadata.get("precision") or FLOAT32)
 
 
 def novelty_threshold(metadata: dict) -> float | None:
@@ -257,7 +257,7 @@ class Classifier:
         data = read_model_bytes(self.graph_path)
         self.labels = read_labels(self.labels_path)
         metadata = graph_metadata(self.graph_path, data)
-        self.precision = str(metadata.get("precision") or FLOAT32)
+        self.precision = trained_precision(metadata)
         threshold = novelty_threshold(metadata)
         overrides = {key: value for key, value in (overrides or {}).items() if value is not None}
         # The same graph bytes and flags always give the same layout and converted model.
