@@ -8,6 +8,7 @@ TF_FILES is refused at once rather than after both have started working.
 
 from __future__ import annotations
 
+import gc
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -232,6 +233,9 @@ def _fit_novelty(backbone, splits: dict, photos: dict, fine_tuned: bool, engine:
             )
             for name in (TRAIN, VALIDATION)
         )
+        # Collect the runner built for them now: collected later, inside the export, its
+        # finalisers could swallow a Ctrl-C ("Exception ignored"), and train would carry on.
+        gc.collect()
     else:
         train, validation = splits[TRAIN].features, splits[VALIDATION].features
     novelty = fit_novelty(train, validation)
