@@ -220,7 +220,7 @@ tensorguess_uses_ray() {
 # tensorguess_is_switch OPTION: succeed for the options that take no value.
 tensorguess_is_switch() {
   case "$1" in
-    --json | --debug | --help | -h | --move | --no_report) return 0 ;;
+    --json | --debug | --help | -h | --move | --no_report | --unknown) return 0 ;;
     --fine_tune | --no-fine_tune | --flip_left_right | --no-flip_left_right) return 0 ;;
     *) return 1 ;;
   esac

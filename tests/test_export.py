@@ -21,6 +21,7 @@ from tensorguess.export import export_model
 from tensorguess.export import tf_files as export
 from tensorguess.head import TrainedHead
 from tensorguess.images import load_pixels
+from tensorguess.novelty import fit_novelty
 
 
 class TinyBackbone:
@@ -47,7 +48,9 @@ def _export(tf_files: Path, labels: list[str]) -> None:
         test_count=1,
         epochs_run=1,
     )
-    export_model(tf_files, TinyBackbone(), "tiny", head, labels, "f32", {})
+    features = np.random.default_rng(0).uniform(size=(10, 3))
+    novelty = fit_novelty(features, features)
+    export_model(tf_files, TinyBackbone(), "tiny", head, novelty, labels, "f32", {})
 
 
 def _model(tf_files: Path) -> dict[str, str]:

@@ -412,6 +412,10 @@ class ClusterClassifier:
     ) -> None:
         self.cluster = cluster
         self.labels = classifier.labels
+        # The workers load the same files (tensorguess.json too), so they mark the same
+        # photos unknown as a local sort would.
+        self.graph_path = classifier.graph_path
+        self.novelty_threshold = classifier.novelty_threshold
         # The engine as asked for: each worker resolves `auto` itself (TensorFlow on a GPU).
         self._model = ModelFiles.of(classifier, overrides, engine)
 

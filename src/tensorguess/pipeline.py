@@ -1,4 +1,5 @@
-"""The train command's flow: scan, features (cached), head, fine-tuning, export, report.
+"""The train command's flow: scan, features (cached), head, fine-tuning, novelty, export,
+report, and a check of the data (doctor.py).
 
 One module per step; this one only chains them. The folder's lock is taken first, before
 anything slow (TensorFlow's import alone takes seconds), so a second train on the same
@@ -7,6 +8,7 @@ TF_FILES is refused at once rather than after both have started working.
 
 from __future__ import annotations
 
+import gc
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from tensorguess.dataset import TEST, TRAIN, VALIDATION, Scan, scan_data
+from tensorguess.doctor import Checkup
 from tensorguess.errors import TensorguessError
 from tensorguess.evaluate import Evaluation
 from tensorguess.files import holding_train_lock
@@ -22,6 +25,8 @@ from tensorguess.options import TrainingOptions
 BOTTLENECK_DIR = "bottlenecks"
 # The training log names this many misclassified test photos; report.html shows them all.
 MISTAKES_SHOWN = 20
+# The training log names this many of each of the data check's findings.
+FINDINGS_SHOWN = 5
 
 
 @dataclass
@@ -40,10 +45,13 @@ class TrainingSummary:
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
     evaluation: Evaluation | None = None
+    checkup: Checkup | None = None
 
     def to_json(self) -> dict:
         """The summary as `train --json` prints it."""
-        return asdict(self)
+        summary = asdict(self)
+        summary["checkup"] = self.checkup.to_json() if self.checkup else None
+        return summary
 
 
 @holding_train_lock
@@ -167,6 +175,7 @@ def _train(
             options.seed,
             say,
         )
+    novelty = _fit_novelty(backbone, splits, photos, options.fine_tune.enabled, engine, say)
     details = {
         "preset": options.preset,
         "images": {name: len(split) for name, split in splits.items()},
@@ -177,7 +186,7 @@ def _train(
         details["fine_tuned_blocks"] = options.fine_tune.blocks
     precision = engine_precision(engine)
     exported = export_model(
-        tf_files, backbone, options.backbone, head, scan.labels, precision, details
+        tf_files, backbone, options.backbone, head, novelty, scan.labels, precision, details
     )
     if engine.startswith("openvino"):
         # Convert the new graph for OpenVINO now, while TensorFlow is loaded anyway: the
@@ -188,6 +197,7 @@ def _train(
     )
     for line in summary_lines(evaluation, "Final test accuracy", MISTAKES_SHOWN):
         say(line)
+    checkup = _check_data(scan, features, say)
     outputs = [exported.graph, exported.labels, exported.saved_model, exported.metadata]
     if options.summaries_dir:
         from tensorguess.report import write_summaries
@@ -199,7 +209,9 @@ def _train(
         settings = [*options.describe(), ("engine", f"{engine} ({precision})")]
         facts = training_facts(backbone, splits, evaluation, settings, time.monotonic() - started)
         title = f"tensorguess: {tf_files.resolve().name}"
-        outputs += write_report(tf_files / REPORT_FILE, title, facts, evaluation, head.history)
+        outputs += write_report(
+            tf_files / REPORT_FILE, title, facts, evaluation, head.history, checkup=checkup
+        )
     return TrainingSummary(
         labels=scan.labels,
         counts={name: len(split) for name, split in splits.items()},
@@ -213,4 +225,47 @@ def _train(
         warnings=scan.warnings,
         seconds=time.monotonic() - started,
         evaluation=evaluation,
+        checkup=checkup,
     )
+
+
+def _fit_novelty(backbone, splits: dict, photos: dict, fine_tuned: bool, engine: str, say):
+    """The novelty score of the features the exported model computes, and its threshold."""
+    from tensorguess.novelty import EXCEEDING, fit_novelty
+
+    if fine_tuned:  # the cached features describe the backbone before fine-tuning
+        from tensorguess.bottlenecks import tuned_features
+
+        train, validation = (
+            tuned_features(
+                backbone,
+                [image.path for image in photos[name]],
+                engine,
+                f"Tuned features ({name})",
+            )
+            for name in (TRAIN, VALIDATION)
+        )
+        # Collect the runner built for them now: collected later, inside the export, its
+        # finalisers could swallow a Ctrl-C ("Exception ignored"), and train would carry on.
+        gc.collect()
+    else:
+        train, validation = splits[TRAIN].features, splits[VALIDATION].features
+    novelty = fit_novelty(train, validation)
+    say(
+        f"Novelty threshold = {novelty.threshold:.4f} (exceeded by {EXCEEDING:.0%} of "
+        f"{novelty.calibrated_on} {novelty.calibration}); past it, guess.sh says a photo is "
+        "unlike every training photo and guessDir.sh --unknown names it unknown-*"
+    )
+    return novelty
+
+
+def _check_data(scan: Scan, features, say) -> Checkup:
+    """doctor.py's check of the photos, on their cached features, summarised in the log."""
+    from tensorguess.doctor import check_photos
+
+    rows = np.flatnonzero(features.ok)
+    checkup = check_photos([scan.images[row] for row in rows], scan.labels, features.vectors[rows])
+    say("Data check (tensorguess doctor TF_FILES lists everything):")
+    for line in checkup.summary_lines(FINDINGS_SHOWN):
+        say(f"  {line}")
+    return checkup

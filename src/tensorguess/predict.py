@@ -3,7 +3,9 @@
 Ours get the decoder that trained them (images.load_pixels) and, under `--engine auto`, the
 precision their head was trained on (tensorguess.json, when it names this very graph). An
 old tool's graph gets label_image.py's own preprocessing and float32 arithmetic, so it
-answers as the old tool did.
+answers as the old tool did. Our graphs also give each image a novelty score (`novelty:0`,
+novelty.py); with the threshold tensorguess.json records, a prediction says whether the image
+is unlike every training photo.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from tensorguess.model_files import (
     INPUT_PIXELS,
     LABELS_FILE,
     METADATA_FILE,
+    NOVELTY,
     OUTPUT,
 )
 
@@ -52,15 +55,22 @@ class GraphLayout:
     input_std: float = 1.0
     takes_bytes: bool = False
     takes_batches: bool = False
+    novelty_layer: str = ""  # our graphs' novelty score, read beside the softmax
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """The scores of one image (aligned with the labels), or why there are none."""
+    """The scores of one image (aligned with the labels), or why there are none.
+
+    `novelty` says how unlike every training photo the image is (None when the model has no
+    such score); `unknown` whether it is past the model's threshold.
+    """
 
     path: Path
     scores: np.ndarray | None
     problem: str = ""
+    novelty: float | None = None
+    unknown: bool | None = None
 
     def ranked(self, labels: Sequence[str], top_k: int | None = None) -> list[tuple[str, float]]:
         """(label, score) pairs, best first."""
@@ -73,17 +83,24 @@ class Prediction:
         if self.scores is None:
             return {"image": str(self.path), "error": self.problem}
         ranked = self.ranked(labels, top_k)
-        return {
+        answer = {
             "image": str(self.path),
             "predictions": [{"label": label, "score": score} for label, score in ranked],
         }
+        if self.novelty is not None:
+            answer.update(novelty=self.novelty, unknown=self.unknown)
+        return answer
 
 
 class Scorer(Protocol):
-    """What a sort needs of a classifier: its labels, and a prediction for each path (in
-    any order). `Classifier` computes them here; `cluster.ClusterClassifier` on Ray."""
+    """What a sort needs of a classifier: its labels, the file it came from, its novelty
+    threshold (None without one), and a prediction for each path (in any order).
+    `Classifier` computes them here; `cluster.ClusterClassifier` on Ray;
+    `export.runtimes.ExportedClassifier` from a .tflite or .onnx file."""
 
     labels: list[str]
+    graph_path: Path
+    novelty_threshold: float | None
 
     def classify(
         self, paths: Sequence[Path], batch_size: int = BATCH_SIZE
@@ -97,7 +114,11 @@ def detect_layout(graph_def, overrides: dict | None = None) -> GraphLayout:
     if INPUT_PIXELS in nodes:
         height, width = _placeholder_size(nodes[INPUT_PIXELS], 0)
         layout = GraphLayout(
-            INPUT_PIXELS, input_height=height, input_width=width, takes_batches=True
+            INPUT_PIXELS,
+            input_height=height,
+            input_width=width,
+            takes_batches=True,
+            novelty_layer=NOVELTY if NOVELTY in nodes else "",
         )
     elif "Mul" in nodes and "input_layer" not in overrides:
         layout = GraphLayout(
@@ -114,6 +135,8 @@ def detect_layout(graph_def, overrides: dict | None = None) -> GraphLayout:
     else:
         layout = GraphLayout(INPUT_BYTES, takes_bytes=True)
     layout = replace(layout, **overrides)
+    if {"input_layer", "output_layer"} & set(overrides):  # not our graph's usual path
+        layout = replace(layout, novelty_layer="")
     if "input_layer" in overrides:
         takes_bytes = nodes.get(layout.input_layer) is not None and _is_string(
             nodes[layout.input_layer]
@@ -206,24 +229,39 @@ def read_labels(path: Path) -> list[str]:
     return labels
 
 
-def trained_precision(graph_path: Path, graph_sha256: str) -> str:
-    """The precision the graph's head was trained on: tensorguess.json says, if it names
-    this very graph (`graph_sha256`, its file's SHA-256); float32 otherwise (an old tool's
-    graph, an older export).
-    """
+def graph_metadata(graph_path: Path, graph_sha256: str) -> dict:
+    """tensorguess.json beside the graph if it names this very graph (`graph_sha256`, its
+    file's SHA-256); else {} (an old tool's graph, an older export, a graph copied
+    without its metadata)."""
     try:
         metadata = json.loads((graph_path.with_name(METADATA_FILE)).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return FLOAT32
+        return {}
     if not isinstance(metadata, dict):
-        return FLOAT32
+        return {}
     if metadata.get("graph_sha256") != graph_sha256:
-        return FLOAT32
+        return {}
+    return metadata
+
+
+def trained_precision(metadata: dict) -> str:
+    """The precision the graph's head was trained on (its `graph_metadata`); else float32."""
     return str(metadata.get("precision") or FLOAT32)
 
 
+def novelty_threshold(metadata: dict) -> float | None:
+    """The novelty score past which an image is unlike every training photo, if recorded."""
+    novelty = metadata.get("novelty")
+    threshold = novelty.get("threshold") if isinstance(novelty, dict) else None
+    return float(threshold) if isinstance(threshold, int | float) else None
+
+
 class Classifier:
-    """A loaded retrained graph with its labels."""
+    """A loaded retrained graph with its labels.
+
+    `novelty_threshold` is None for a graph without a novelty score (an old tool's, or one
+    trained before tensorguess had it): then predictions carry no novelty.
+    """
 
     def __init__(
         self,
@@ -236,7 +274,9 @@ class Classifier:
         data = read_model_bytes(self.graph_path)
         self.labels = read_labels(self.labels_path)
         self.graph_sha256 = hashlib.sha256(data).hexdigest()
-        self.precision = trained_precision(self.graph_path, self.graph_sha256)
+        metadata = graph_metadata(self.graph_path, self.graph_sha256)
+        self.precision = trained_precision(metadata)
+        threshold = novelty_threshold(metadata)
         overrides = {key: value for key, value in (overrides or {}).items() if value is not None}
         # The same graph bytes and flags always give the same layout and converted model.
         cache_key = hashlib.sha256(
@@ -246,13 +286,14 @@ class Classifier:
         if cached is not None:
             self._run, self.engine, notes = cached
             self.layout = GraphLayout(**notes)
-            return
-        graph_def = read_graph(self.graph_path, data)
-        try:
-            self.layout = detect_layout(graph_def, overrides)
-        except TensorguessError as error:
-            raise TensorguessError(f"{graph_path}: {error}") from None
-        self._run, self.engine = self._runner(graph_def, engine, cache_key)
+        else:
+            graph_def = read_graph(self.graph_path, data)
+            try:
+                self.layout = detect_layout(graph_def, overrides)
+            except TensorguessError as error:
+                raise TensorguessError(f"{graph_path}: {error}") from None
+            self._run, self.engine = self._runner(graph_def, engine, cache_key)
+        self.novelty_threshold = threshold if self.layout.novelty_layer else None
 
     def _runner(self, graph_def, engine: str | None, cache_key: str):
         import tensorflow as tf
@@ -262,10 +303,11 @@ class Classifier:
             if layout.takes_bytes:  # the graph's own decoder: TensorFlow runs it
                 run = tensorflow_runner(graph_def, layout.input_layer, layout.output_layer)
                 return run, "tensorflow"
+            outputs = (layout.output_layer, layout.novelty_layer)
             return graph_runner(
                 graph_def,
                 layout.input_layer,
-                layout.output_layer,
+                outputs if layout.novelty_layer else layout.output_layer,
                 (layout.input_height, layout.input_width, 3),
                 engine,
                 self.precision,
@@ -279,8 +321,18 @@ class Classifier:
                 f"{self.graph_path}: cannot load the graph ({first_line(error)})"
             ) from None
 
+    def _outputs(self, feed) -> tuple[np.ndarray, np.ndarray | None]:
+        """(scores [B, labels], novelty [B] or None) for a batch."""
+        outputs = self._run(feed)
+        if self.layout.novelty_layer:
+            scores, novelty = outputs
+            return self._checked(scores), novelty.reshape(-1)
+        return self._checked(outputs), None
+
     def _scores(self, feed) -> np.ndarray:
-        scores = self._run(feed)
+        return self._outputs(feed)[0]
+
+    def _checked(self, scores: np.ndarray) -> np.ndarray:
         scores = scores.reshape(-1, scores.shape[-1])
         if scores.shape[-1] != len(self.labels):
             raise TensorguessError(
@@ -302,9 +354,10 @@ class Classifier:
                 for pixels, reasons in pixel_batches(paths, size, batch_size)
             )
             start = 0
-            for scores, reasons in run_ahead(self._scores, batches):
+            for (scores, novelty), reasons in run_ahead(self._outputs, batches):
                 for offset, reason in enumerate(reasons):
-                    yield self._prediction(paths[start + offset], scores[offset], reason)
+                    score = None if novelty is None else float(novelty[offset])
+                    yield self._prediction(paths[start + offset], scores[offset], reason, score)
                 start += len(scores)
         else:  # an old tool's graph, one image at a time as label_image.py fed it
             for path in paths:
@@ -334,9 +387,10 @@ class Classifier:
             raise TensorguessError(
                 f"{self.graph_path}: an old tool's graph, which takes files, not pixels"
             )
-        scores = self._scores(self._normalise(pixels))
+        scores, novelty = self._outputs(self._normalise(pixels))
         return [
-            self._prediction(Path(name), row, "") for name, row in zip(names, scores, strict=True)
+            self._prediction(Path(name), row, "", None if novelty is None else float(novelty[i]))
+            for i, (name, row) in enumerate(zip(names, scores, strict=True))
         ]
 
     def _normalise(self, pixels: np.ndarray) -> np.ndarray:
@@ -345,9 +399,14 @@ class Classifier:
             return pixels  # our graphs take 0-255 as they are; the engine converts to float
         return (pixels.astype(np.float32) - layout.input_mean) / layout.input_std
 
-    @staticmethod
-    def _prediction(path: Path, scores: np.ndarray, problem: str) -> Prediction:
-        return Prediction(Path(path), None if problem else scores, problem)
+    def _prediction(
+        self, path: Path, scores: np.ndarray, problem: str, novelty: float | None
+    ) -> Prediction:
+        if problem:
+            return Prediction(Path(path), None, problem)
+        if novelty is None or self.novelty_threshold is None:
+            return Prediction(Path(path), scores)
+        return Prediction(Path(path), scores, "", novelty, novelty > self.novelty_threshold)
 
     def _classify_bytes(self, paths: Sequence[Path]) -> Iterator[Prediction]:
         import tensorflow as tf

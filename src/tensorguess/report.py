@@ -13,10 +13,14 @@ import html
 import io
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tensorguess.backbones import Backbone
 from tensorguess.evaluate import Evaluation, score_text
 from tensorguess.files import printable, write_bytes_atomic, write_text_atomic
+
+if TYPE_CHECKING:
+    from tensorguess.doctor import Checkup
 
 TRAINING_CURVES_FILE = "training_curves.png"
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
@@ -141,6 +145,7 @@ img.figure { max-width: 100%; border: 1px solid #ddd; }
 .mistakes { display: flex; flex-wrap: wrap; gap: 12px; }
 figure.mistake { margin: 0; width: 170px; font-size: 0.8em; overflow-wrap: anywhere; }
 figure.mistake img { display: block; max-width: 160px; max-height: 160px; }
+figure.pair { width: 340px; } figure.pair img { display: inline-block; margin-right: 4px; }
 dl { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em; }
 dt { font-weight: bold; } dd { margin: 0; }
 """
@@ -151,8 +156,10 @@ def render_html(
     facts: Sequence[tuple[str, str]],
     evaluation: Evaluation | None,
     figures: Sequence[tuple[str, bytes]],
+    checkup: Checkup | None = None,
 ) -> str:
-    """The report page: facts, figures, the per-label table and the misclassified photos."""
+    """The report page: facts, figures, the per-label table, the misclassified photos and
+    the data check."""
     escape = html.escape
     parts = [
         "<!DOCTYPE html>",
@@ -170,6 +177,8 @@ def render_html(
         ]
     if evaluation is not None:
         parts += _evaluation_html(evaluation)
+    if checkup is not None:
+        parts += _checkup_html(checkup)
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
@@ -207,6 +216,81 @@ def _evaluation_html(evaluation: Evaluation) -> list[str]:
     parts.append("</div>")
     if len(evaluation.mistakes) > MOST_THUMBNAILS:
         parts.append(f"<p>... and {len(evaluation.mistakes) - MOST_THUMBNAILS} more.</p>")
+    return parts
+
+
+def _picture(path: str, alt: str) -> str:
+    picture = thumbnail_jpeg(path)
+    if picture is None:
+        return "<p>(cannot show this file)</p>"
+    return f'<img alt="{html.escape(alt)}" src="{_data_uri("image/jpeg", picture)}">'
+
+
+def _file_name(path: str) -> str:
+    return html.escape(printable(Path(path).name))
+
+
+def _gallery(parts: list[str], items: Sequence, figures: list[str]) -> None:
+    """Thumbnails with captions (`figures`, the first MOST_THUMBNAILS of `items`)."""
+    if not items:
+        parts.append("<p>None found.</p>")
+        return
+    parts += ['<div class="mistakes">', *figures, "</div>"]
+    if len(items) > MOST_THUMBNAILS:
+        parts.append(f"<p>... and {len(items) - MOST_THUMBNAILS} more.</p>")
+
+
+def _checkup_html(checkup: Checkup) -> list[str]:
+    """The data check: label counts, likely mislabelled photos, near-duplicates, outliers."""
+    escape, name = html.escape, _file_name
+    parts = [
+        "<h2>Data check</h2>",
+        "<p>Nothing was moved or changed: look, then fix data/ by hand. "
+        "<code>tensorguess doctor TF_FILES --json</code> lists the same.</p>",
+        "<table><tr><th>label</th><th>photos</th></tr>",
+        *(
+            f"<tr><td>{escape(label)}</td><td>{count}</td></tr>"
+            for label, count in checkup.counts.items()
+        ),
+        "</table>",
+        f"<h2>Likely mislabelled ({len(checkup.label_issues)})</h2>",
+    ]
+    _gallery(
+        parts,
+        checkup.label_issues,
+        [
+            f'<figure class="mistake">{_picture(issue.path, issue.label)}<figcaption>'
+            f"labelled <b>{escape(issue.label)}</b>, likely <b>{escape(issue.suggested)}</b> "
+            f"({issue.confidence:.2f})<br>{name(issue.path)}</figcaption></figure>"
+            for issue in checkup.label_issues[:MOST_THUMBNAILS]
+        ],
+    )
+    parts.append(f"<h2>Near-duplicates ({len(checkup.near_duplicates)} pairs)</h2>")
+    figures = []
+    for pair in checkup.near_duplicates[:MOST_THUMBNAILS]:
+        notes = ["identical" if pair.identical else f"similarity {pair.similarity:.3f}"]
+        notes += [
+            f"{label} ({split})" for label, split in zip(pair.labels, pair.splits, strict=True)
+        ]
+        pictures = "".join(
+            _picture(path, label) for path, label in zip(pair.paths, pair.labels, strict=True)
+        )
+        figures.append(
+            f'<figure class="mistake pair">{pictures}<figcaption>{escape("; ".join(notes))}<br>'
+            f"{name(pair.paths[0])} ~ {name(pair.paths[1])}</figcaption></figure>"
+        )
+    _gallery(parts, checkup.near_duplicates, figures)
+    parts.append(f"<h2>Outliers: far from every label ({len(checkup.outliers)})</h2>")
+    _gallery(
+        parts,
+        checkup.outliers,
+        [
+            f'<figure class="mistake">{_picture(outlier.path, outlier.label)}<figcaption>'
+            f"<b>{escape(outlier.label)}</b>, novelty {outlier.novelty:.3f}<br>"
+            f"{name(outlier.path)}</figcaption></figure>"
+            for outlier in checkup.outliers[:MOST_THUMBNAILS]
+        ],
+    )
     return parts
 
 
@@ -267,6 +351,7 @@ def write_report(
     evaluation: Evaluation | None,
     history: dict[str, list[float]] | None = None,
     save_figures: bool = True,
+    checkup: Checkup | None = None,
 ) -> list[Path]:
     """Write the page (and, with `save_figures`, each figure as a PNG beside it); return paths."""
     page = Path(page)
@@ -292,6 +377,7 @@ def write_report(
         [*facts, ("written", created)],
         evaluation,
         [(caption, png) for caption, _, png in figures],
+        checkup,
     )
     write_text_atomic(page, text)
     written.append(page)

@@ -1,5 +1,9 @@
 """guessDir: classify every image of SRC and copy it into DEST as <label>-<score>.<ext>.
 
+With `--unknown`, an image unlike every training photo (novelty.py: its score past the
+model's threshold) is named `unknown-<label>-<score>.<ext>`; with `--min_score`, one whose
+best score is under it `unsure-<label>-<score>.<ext>` (unknown wins when both apply).
+
 Users trust this with their only copy of a folder, so:
 
 - Nothing is ever overwritten. A copy is written in full under a temporary name,
@@ -44,6 +48,7 @@ from tensorguess.progress import progress_bar
 MANIFEST = "manifest.csv"
 MANIFEST_COLUMNS = ["source", "destination", "label", "score", "sha256"]
 UNSURE = "unsure"
+UNKNOWN = "unknown"
 _TEMPORARY = ".tmp-sort-"
 # Path separators and control characters (C0, DEL, C1, Unicode line and paragraph separators).
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029/\\]")
@@ -71,6 +76,7 @@ class SortReport:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     already_sorted: list[tuple[Path, Path]] = field(default_factory=list)
     unsure: int = 0
+    unknown: int = 0
     moved: int = 0
     manifest: Path | None = None
 
@@ -119,9 +125,12 @@ def safe_suffix(suffix: str) -> str:
     return suffix.lower() if _SUFFIX.fullmatch(suffix) else ""
 
 
-def sorted_name(label: str, score: float, suffix: str, unsure: bool = False) -> str:
-    """`elsa-0.99636.jpg`: the label, the score with five decimals, the source's extension."""
-    prefix = f"{UNSURE}-" if unsure else ""
+def sorted_name(
+    label: str, score: float, suffix: str, unsure: bool = False, unknown: bool = False
+) -> str:
+    """`elsa-0.99636.jpg`: the label, the score with five decimals, the source's extension;
+    `unknown-elsa-0.99636.jpg` or `unsure-...` when so (unknown wins)."""
+    prefix = f"{UNKNOWN}-" if unknown else f"{UNSURE}-" if unsure else ""
     return f"{prefix}{safe_name_part(label)}-{score:.5f}{safe_suffix(suffix)}"
 
 
@@ -303,7 +312,9 @@ def orphan_copies(destination: Path, labels: Sequence[str]) -> dict[str, Path]:
     for manifest in destination.glob("manifest*.csv"):
         listed.update(Path(row[1]).name for row in _rows(manifest) if len(row) > 1)
     names = "|".join(re.escape(safe_name_part(label)) for label in labels)
-    ours = re.compile(rf"(?:{UNSURE}-)?(?:{names})-\d\.\d{{5}}(?:-\d+)?(?:\.[a-z0-9]+)?")
+    ours = re.compile(
+        rf"(?:(?:{UNSURE}|{UNKNOWN})-)?(?:{names})-\d\.\d{{5}}(?:-\d+)?(?:\.[a-z0-9]+)?"
+    )
     orphans = {}
     for entry in destination.iterdir():
         if entry.name not in listed and ours.fullmatch(entry.name) and entry.is_file():
@@ -341,12 +352,20 @@ def sort_folder(
     batch_size: int = 64,
     move: bool = False,
     min_score: float = 0.0,
+    unknown: bool = False,
 ) -> SortReport:
     """Classify every image in `source` and copy (or `move`) it into `destination`.
 
-    Images whose best score is under `min_score` are named `unsure-<label>-<score>.<ext>`.
+    Images whose best score is under `min_score` are named `unsure-<label>-<score>.<ext>`;
+    with `unknown`, those unlike every training photo `unknown-<label>-<score>.<ext>`.
     """
     source, destination = Path(source), Path(destination)
+    if unknown and classifier.novelty_threshold is None:
+        raise TensorguessError(
+            f"{classifier.graph_path}: this model has no novelty score (an old tool's graph, "
+            "or one trained before tensorguess had it), so --unknown cannot tell; train it "
+            "again with train.sh, or sort without --unknown"
+        )
     if destination.exists() and not destination.is_dir():
         raise TensorguessError(
             f"{destination}: DEST is a file, not a folder; give a folder for the sorted copies "
@@ -366,7 +385,7 @@ def sort_folder(
         manifest = Manifest(destination, labels)
         report.manifest = manifest.path
         try:
-            _sort_into(classifier, files, manifest, report, batch_size, move, min_score)
+            _sort_into(classifier, files, manifest, report, batch_size, move, min_score, unknown)
         finally:
             manifest.close()
     return report
@@ -380,6 +399,7 @@ def _sort_into(
     batch_size: int,
     move: bool,
     min_score: float,
+    unknown: bool,
 ) -> None:
     destination = manifest.destination
     todo, known = [], {}
@@ -413,11 +433,12 @@ def _sort_into(
                 continue
             digest = known[path][0]
             label, score = prediction.ranked(classifier.labels, 1)[0]
-            unsure = score < min_score
+            novel = unknown and bool(prediction.unknown)
+            unsure = score < min_score and not novel
             if digest in orphans:
                 copied = orphans.pop(digest)  # a killed run's copy: adopt it, copy nothing
             else:
-                name = sorted_name(label, score, path.suffix, unsure)
+                name = sorted_name(label, score, path.suffix, unsure, novel)
                 try:
                     copied = copy_without_overwriting(path, names, name, digest)
                 except SourceChanged:
@@ -431,6 +452,7 @@ def _sort_into(
             manifest.add(path, copied, label, digest, prediction.scores)
             report.copied.append(Copied(path, copied, label, score))
             report.unsure += unsure
+            report.unknown += novel
             if move:
                 reason = remove_verified_source(path, copied, *known[path])
                 if reason:

@@ -10,11 +10,21 @@ import argparse
 import signal
 
 from tensorguess import __version__
-from tensorguess.cli import bench, evaluate, export, guess, sample_data, serve, sort, train
+from tensorguess.cli import (
+    bench,
+    doctor,
+    evaluate,
+    export,
+    guess,
+    sample_data,
+    serve,
+    sort,
+    train,
+)
 from tensorguess.cli.common import EXIT_BUG, EXIT_INTERRUPTED, EXIT_PROBLEM, say
 from tensorguess.errors import InvalidOption, TensorguessError
 
-COMMANDS = (train, guess, sort, evaluate, export, sample_data, bench, serve)
+COMMANDS = (train, guess, sort, evaluate, export, doctor, sample_data, bench, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,10 +17,16 @@ from tensorguess.cli.common import (
 )
 
 NAME = "guess"
+# Said after the best label of a photo whose novelty score is past the model's threshold.
+UNKNOWN_LINE = "(unlike every training photo)"
 EPILOG = """example:
   {prog} ./tf_files photo.jpg
   elsa (score = 0.99636)
   darth_vader (score = 0.00364)
+
+A photo unlike every training photo (its novelty score past the threshold train.sh
+calibrated) gets the line "(unlike every training photo)" after its best label; --json
+gives every photo's "novelty" and "unknown".
 
 old graphs (retrain.py, TensorFlow for Poets) work too, and answer as label_image.py did;
 its flags override what is detected."""
@@ -62,8 +68,10 @@ def run(args: argparse.Namespace) -> int:
         if not args.json:
             if len(args.images) > 1:
                 print(f"{prediction.path}:")
-            for label, score in prediction.ranked(classifier.labels, args.top_k):
+            for rank, (label, score) in enumerate(prediction.ranked(classifier.labels, args.top_k)):
                 print(f"{label} (score = {score:.5f})")
+                if rank == 0 and prediction.unknown:
+                    print(UNKNOWN_LINE)
     if args.json:
         print(json.dumps(results, indent=2))
     return EXIT_PROBLEM if failures else 0

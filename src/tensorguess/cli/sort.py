@@ -70,6 +70,12 @@ def add_parser(commands) -> argparse.ArgumentParser:
         help="name images whose best score is under this unsure-<label>-<score>.<ext> "
         "(0-1, default 0)",
     )
+    sort.add_argument(
+        "--unknown",
+        action="store_true",
+        help="name images unlike every training photo (their novelty score past the "
+        "threshold train.sh calibrated) unknown-<label>-<score>.<ext>",
+    )
     sort.add_argument("--json", action="store_true", help="print a JSON summary at the end")
     add_model_flags(sort)
     add_ray_flags(sort, "classify")
@@ -101,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
             args.batch_size,
             move=args.move,
             min_score=args.min_score,
+            unknown=args.unknown,
         )
     say = output(args.json)
     by_label = ", ".join(f"{label} {count}" for label, count in report.counts().items())
@@ -110,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if report.unsure:
         say(f"Unsure (best score under {args.min_score}): {report.unsure}, named unsure-*")
+    if args.unknown:
+        say(f"Unlike every training photo: {report.unknown}, named unknown-*")
     if report.already_sorted:
         say(f"Already sorted by an earlier run: {len(report.already_sorted)}")
     if args.move:

@@ -16,7 +16,7 @@ so an old tool's graph runs in float32, as the old tool did.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -123,7 +123,7 @@ def engine_precision(engine: str) -> str:
 def graph_runner(
     graph_def,
     input_name: str,
-    output_name: str,
+    output_name: str | Sequence[str],
     shape: tuple[int, int, int],
     engine: str | None = None,
     precision: str | None = None,
@@ -132,7 +132,8 @@ def graph_runner(
     notes: dict | None = None,
     whole_pixels: bool = False,
 ) -> tuple[Runner, str]:
-    """(run, engine used): `run(pixels [B, *shape]) -> [B, ...]` over the frozen graph.
+    """(run, engine used): `run(pixels [B, *shape]) -> [B, ...]` over the frozen graph (a tuple
+    of outputs when `output_name` is a sequence of names).
 
     `input_name` may be any float tensor inside the graph; OpenVINO gets the graph cut there
     and runs it `batch` images at a time (1 for the old tools' graphs, built for one image).
@@ -144,7 +145,8 @@ def graph_runner(
     engine = resolved_engine(asked, precision)
     if engine.startswith("openvino"):
         try:
-            model = convert(graph_def, input_name, output_name, shape, batch, whole_pixels)
+            outputs = [output_name] if isinstance(output_name, str) else list(output_name)
+            model = convert(graph_def, input_name, outputs, shape, batch, whole_pixels)
         except Exception as error:  # noqa: BLE001  (an op OpenVINO lacks, whatever it raises)
             if asked != "auto":
                 raise TensorguessError(

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -49,8 +50,8 @@ def native_precision() -> str:
     return openvino_core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
 
 
-def cut_at_input(graph_def, input_name: str, output_name: str, shape: tuple[int, ...]):
-    """The part of `graph_def` from a float placeholder named `input_name` to `output_name`."""
+def cut_at_input(graph_def, input_name: str, outputs: Sequence[str], shape: tuple[int, ...]):
+    """The part of `graph_def` from a float placeholder named `input_name` to `outputs`."""
     import tensorflow as tf
 
     cut = tf.compat.v1.GraphDef()
@@ -68,9 +69,9 @@ def cut_at_input(graph_def, input_name: str, output_name: str, shape: tuple[int,
             cut.node.add().CopyFrom(node)
     if not found:
         raise KeyError(input_name)
-    # Keep what `output_name` depends on (the decoder upstream of the input falls away).
+    # Keep what the outputs depend on (the decoder upstream of the input falls away).
     nodes = {node.name: node for node in cut.node}
-    needed, todo = set(), [output_name]
+    needed, todo = set(), list(outputs)
     while todo:
         name = todo.pop()
         if name not in needed:
@@ -84,12 +85,13 @@ def cut_at_input(graph_def, input_name: str, output_name: str, shape: tuple[int,
 def convert(
     graph_def,
     input_name: str,
-    output_name: str,
+    outputs: Sequence[str],
     shape: tuple[int, ...],
     batch: int,
     whole_pixels: bool,
 ):
-    """The graph from `input_name` to `output_name` as an OpenVINO model of fixed `batch`.
+    """The graph from `input_name` to `outputs` as an OpenVINO model of fixed `batch`, its
+    outputs in that order.
 
     `whole_pixels`: the input takes 0-255 as they are, so the decoder's uint8 go in as they
     are; OpenVINO converts them inside, in parallel, and a batch travels in a quarter of
@@ -98,7 +100,10 @@ def convert(
     import openvino
     from openvino.preprocess import PrePostProcessor
 
-    model = openvino.convert_model(cut_at_input(graph_def, input_name, output_name, shape))
+    model = openvino.convert_model(cut_at_input(graph_def, input_name, outputs, shape))
+    if len(outputs) > 1:  # the converter orders several outputs its own way
+        results = [model.output(f"{name}:0") for name in outputs]
+        model = openvino.Model(results, model.get_parameters())
     model.reshape({model.inputs[0].any_name: [batch, *shape]})
     if whole_pixels:
         steps = PrePostProcessor(model)
@@ -108,7 +113,8 @@ def convert(
 
 
 def compiled_runner(model, float32: bool) -> Runner:
-    """`run(pixels [B, ...]) -> outputs [B, ...]` over `model`, any B, in fixed batches."""
+    """`run(pixels [B, ...]) -> outputs [B, ...]` over `model`, any B, in fixed batches; a
+    model of several outputs gives a tuple of them, in its order."""
     import openvino
 
     config = {"PERFORMANCE_HINT": "THROUGHPUT", "ENABLE_CPU_PINNING": False}
@@ -121,9 +127,11 @@ def compiled_runner(model, float32: bool) -> Runner:
         compiled, max(1, compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
     )
 
+    outputs = len(compiled.outputs)
+
     def collect(request, slot: tuple[list, int]) -> None:
         results, index = slot
-        results[index] = request.get_output_tensor(0).data.copy()
+        results[index] = [request.get_output_tensor(i).data.copy() for i in range(outputs)]
 
     requests.set_callback(collect)
 
@@ -137,7 +145,8 @@ def compiled_runner(model, float32: bool) -> Runner:
         for index in range(len(results)):
             requests.start_async({0: pixels[index * batch : (index + 1) * batch]}, (results, index))
         requests.wait_all()
-        return np.concatenate(results)[:count]
+        joined = tuple(np.concatenate(parts)[:count] for parts in zip(*results, strict=True))
+        return joined if outputs > 1 else joined[0]
 
     return run
 

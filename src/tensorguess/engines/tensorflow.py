@@ -9,14 +9,15 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-Runner = Callable[[np.ndarray], np.ndarray]
+# run(pixels or bytes) -> the output, or a tuple of the outputs when a graph has several.
+Runner = Callable[[np.ndarray], np.ndarray | tuple[np.ndarray, ...]]
 
 
 def import_tensorflow_quietly() -> None:
@@ -88,30 +89,34 @@ def tensorflow_sees_gpu() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
-def tensorflow_runner(graph_def, input_name: str, output_name: str) -> Runner:
-    """`run(feed)` over the graph with TensorFlow (feeds and fetches any tensor)."""
+def tensorflow_runner(graph_def, input_name: str, output_name: str | Sequence[str]) -> Runner:
+    """`run(feed)` over the graph with TensorFlow (feeds and fetches any tensor); several
+    output names give a tuple of outputs, in their order."""
     import_tensorflow_quietly()
     import tensorflow as tf
 
     def import_graph():
         tf.compat.v1.import_graph_def(graph_def, name="")
 
+    names = [output_name] if isinstance(output_name, str) else list(output_name)
     wrapped = tf.compat.v1.wrap_function(import_graph, [])
     pruned = wrapped.prune(
         feeds=[wrapped.graph.get_tensor_by_name(f"{input_name}:0")],
-        fetches=[wrapped.graph.get_tensor_by_name(f"{output_name}:0")],
+        fetches=[wrapped.graph.get_tensor_by_name(f"{name}:0") for name in names],
     )
 
-    def run(feed: np.ndarray | bytes) -> np.ndarray:
+    def run(feed: np.ndarray | bytes) -> np.ndarray | tuple[np.ndarray, ...]:
         # Pixels (any numeric type) become float32; encoded bytes go in as they are.
         outputs = pruned(tf.constant(feed if isinstance(feed, bytes) else np.float32(feed)))
-        return np.asarray(outputs[0] if isinstance(outputs, list | tuple) else outputs)
+        outputs = [np.asarray(output) for output in outputs]
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
     return run
 
 
 def freeze_pixels_function(function, image_size: int):
-    """(graph_def, input name, output name) of `function(pixels [B, S, S, 3] float32)`, frozen."""
+    """(graph_def, input name, output name) of `function(pixels [B, S, S, 3] float32)`, frozen;
+    a function of several outputs gives the tuple of their names."""
     import_tensorflow_quietly()
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import (
@@ -120,8 +125,9 @@ def freeze_pixels_function(function, image_size: int):
 
     spec = tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name="pixels")
     frozen = convert_variables_to_constants_v2(tf.function(function).get_concrete_function(spec))
+    outputs = tuple(output.name.split(":")[0] for output in frozen.outputs)
     return (
         frozen.graph.as_graph_def(),
         frozen.inputs[0].name.split(":")[0],
-        frozen.outputs[0].name.split(":")[0],
+        outputs[0] if len(outputs) == 1 else outputs,
     )

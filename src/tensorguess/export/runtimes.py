@@ -99,6 +99,7 @@ class ExportedClassifier:
                 f"{path}: no labels inside; export the model again with tensorguess export"
             )
         self.labels = labels
+        self.novelty_threshold = None  # the exported files score; novelty stays in TF_FILES
 
     def classify(self, paths: Sequence[Path], batch_size: int = BATCH_SIZE) -> Iterator[Prediction]:
         """Score `paths` in order; an unreadable file gets a problem instead."""

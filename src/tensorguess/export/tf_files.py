@@ -4,7 +4,9 @@
 encoded image bytes to `DecodeJpeg/contents:0`, read the softmax `final_result:0`
 ([1, N]). Decoding and resizing happen inside the graph. Between the two, a
 `input_pixels` placeholder-with-default ([None, S, S, 3] float RGB in 0-255) lets our
-own tools feed decoded batches to the same graph.
+own tools feed decoded batches to the same graph. Beside the softmax, `novelty:0` ([B])
+says how unlike every training photo each image is (novelty.py); its threshold is in
+tensorguess.json.
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ from tensorguess.model_files import (
     INPUT_PIXELS,
     LABELS_FILE,
     METADATA_FILE,
+    NOVELTY,
     OUTPUT,
     SAVED_MODEL_DIR,
 )
+from tensorguess.novelty import NoveltyModel, novelty_tensor
 
 
 @dataclass(frozen=True)
@@ -47,20 +51,21 @@ class ExportedModel:
 
 
 def classifier_function(
-    backbone: Backbone, head: TrainedHead
+    backbone: Backbone, head: TrainedHead, novelty: NoveltyModel
 ) -> tf.types.experimental.PolymorphicFunction:
-    """pixels [B, S, S, 3] float32 in 0-255 -> softmax scores [B, N], as one tf.function."""
+    """pixels [B, S, S, 3] float32 in 0-255 -> (softmax scores [B, N], novelty [B]), as one
+    tf.function."""
     size = backbone.image_size
     layers = [(tf.constant(kernel), tf.constant(bias)) for kernel, bias in head.layers]
 
     @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="pixels")])
     def classify(pixels):
-        activations = backbone.features(pixels)
+        features = activations = backbone.features(pixels)
         for depth, (kernel, bias) in enumerate(layers):
             activations = tf.matmul(activations, kernel) + bias
             if depth < len(layers) - 1:
                 activations = tf.nn.relu(activations)
-        return tf.nn.softmax(activations)
+        return tf.nn.softmax(activations), novelty_tensor(novelty, features)
 
     return classify
 
@@ -72,18 +77,23 @@ def decode_for_graph(contents: tf.Tensor, size: int) -> tf.Tensor:
     return tf.image.resize(image, [size, size], method="bilinear", antialias=True)
 
 
-def _imported_scores(core, core_input: str, core_output: str, pixels: tf.Tensor) -> tf.Tensor:
-    """The frozen classifier `core` imported into the graph being built, fed `pixels`."""
-    (scores,) = tf.graph_util.import_graph_def(
+def _imported_outputs(
+    core, core_input: str, core_outputs: tuple[str, str], pixels: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """The frozen classifier `core` imported into the graph being built, fed `pixels`: its
+    (scores, novelty)."""
+    scores, novelty = tf.graph_util.import_graph_def(
         core,
         input_map={f"{core_input}:0": pixels},
-        return_elements=[f"{core_output}:0"],
+        return_elements=[f"{name}:0" for name in core_outputs],
         name="classifier",
     )
-    return scores
+    return scores, novelty
 
 
-def frozen_graph(core: tf.compat.v1.GraphDef, core_input: str, core_output: str, size: int):
+def frozen_graph(
+    core: tf.compat.v1.GraphDef, core_input: str, core_outputs: tuple[str, str], size: int
+):
     """The frozen GraphDef with the 2016 tensor names around the frozen classifier `core`."""
     graph = tf.Graph()
     with graph.as_default():
@@ -92,8 +102,9 @@ def frozen_graph(core: tf.compat.v1.GraphDef, core_input: str, core_output: str,
         pixels = tf.compat.v1.placeholder_with_default(
             decoded, shape=[None, size, size, 3], name=INPUT_PIXELS
         )
-        scores = _imported_scores(core, core_input, core_output, pixels)
+        scores, novelty = _imported_outputs(core, core_input, core_outputs, pixels)
         tf.identity(scores, name=OUTPUT)
+        tf.identity(novelty, name=NOVELTY)
     return graph.as_graph_def()
 
 
@@ -101,22 +112,23 @@ def write_saved_model(
     folder: Path,
     core: tf.compat.v1.GraphDef,
     core_input: str,
-    core_output: str,
+    core_outputs: tuple[str, str],
     size: int,
     labels: list[str],
 ) -> None:
     """A SavedModel of the frozen classifier `core`, with no variables to restore.
 
-    Signatures: `serving_default` takes encoded images (string [B]) and returns `scores`
-    and `label`; `classify_pixels` takes `pixels` [B, S, S, 3] float32 in 0-255. Built as
+    Signatures: `serving_default` takes encoded images (string [B]) and returns `scores`,
+    `label` and `novelty`; `classify_pixels` takes `pixels` [B, S, S, 3] float32 in 0-255
+    and returns `scores` and `novelty`. Built as
     a TF1 graph around the already frozen classifier, it costs a fraction of a second,
     where saving a `tf.Module` would trace the Keras backbone again.
     """
     with quiet_tensorflow_logger():  # TF1's signature helpers warn that they are TF1's
-        _build_saved_model(folder, core, core_input, core_output, size, labels)
+        _build_saved_model(folder, core, core_input, core_outputs, size, labels)
 
 
-def _build_saved_model(folder, core, core_input, core_output, size, labels) -> None:
+def _build_saved_model(folder, core, core_input, core_outputs, size, labels) -> None:
     tf1 = tf.compat.v1
     with tf.Graph().as_default():
         images = tf1.placeholder(tf.string, [None], name="images")
@@ -126,7 +138,7 @@ def _build_saved_model(folder, core, core_input, core_output, size, labels) -> N
             fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32),
         )
         pixels = tf1.placeholder_with_default(decoded, [None, size, size, 3], name="pixels")
-        scores = _imported_scores(core, core_input, core_output, pixels)
+        scores, novelty = _imported_outputs(core, core_input, core_outputs, pixels)
         label = tf.gather(tf.constant(labels), tf.argmax(scores, axis=1))
         builder = tf1.saved_model.Builder(str(folder))
         with tf1.Session() as session:
@@ -135,10 +147,10 @@ def _build_saved_model(folder, core, core_input, core_output, size, labels) -> N
                 [tf1.saved_model.tag_constants.SERVING],
                 signature_def_map={
                     "serving_default": tf1.saved_model.predict_signature_def(
-                        {"images": images}, {"scores": scores, "label": label}
+                        {"images": images}, {"scores": scores, "label": label, "novelty": novelty}
                     ),
                     "classify_pixels": tf1.saved_model.predict_signature_def(
-                        {"pixels": pixels}, {"scores": scores}
+                        {"pixels": pixels}, {"scores": scores, "novelty": novelty}
                     ),
                 },
                 strip_default_attrs=True,
@@ -151,6 +163,7 @@ def export_model(
     backbone: Backbone,
     backbone_spec: str,
     head: TrainedHead,
+    novelty: NoveltyModel,
     labels: list[str],
     precision: str,
     details: dict,
@@ -158,7 +171,8 @@ def export_model(
     """Write the graph, labels, SavedModel and metadata into `tf_files`, all or nothing.
 
     `precision` is the arithmetic of the features the head learned from (`bf16`, `f32`):
-    guess and guessDir run the graph in it by default.
+    guess and guessDir run the graph in it by default. `novelty` (fitted on the features
+    this backbone computes) becomes the graph's `novelty:0`, its threshold metadata.
 
     Everything is written in full under temporary names first; only then are the four
     renamed into place, back to back, the graph and its labels first. An interrupted run
@@ -167,10 +181,10 @@ def export_model(
     """
     tf_files = Path(tf_files)
     size = backbone.image_size
-    core, core_input, core_output = freeze_pixels_function(
-        classifier_function(backbone, head), size
+    core, core_input, core_outputs = freeze_pixels_function(
+        classifier_function(backbone, head, novelty), size
     )
-    graph_bytes = frozen_graph(core, core_input, core_output, size).SerializeToString()
+    graph_bytes = frozen_graph(core, core_input, core_outputs, size).SerializeToString()
     metadata = {
         "format": 1,
         "tensorguess_version": __version__,
@@ -186,11 +200,12 @@ def export_model(
         "graph_inputs": {"bytes": f"{INPUT_BYTES}:0", "pixels": f"{INPUT_PIXELS}:0"},
         "graph_output": f"{OUTPUT}:0",
         "head": {"layers": [list(np.shape(kernel)) for kernel, _ in head.layers]},
+        "novelty": novelty.describe(),
         **details,
     }
     with tempfile.TemporaryDirectory(prefix=".tmp-export.", dir=tf_files) as scratch:
         built = Path(scratch)
-        write_saved_model(built / SAVED_MODEL_DIR, core, core_input, core_output, size, labels)
+        write_saved_model(built / SAVED_MODEL_DIR, core, core_input, core_outputs, size, labels)
         write_bytes_atomic(built / GRAPH_FILE, graph_bytes)
         write_text_atomic(built / LABELS_FILE, "".join(f"{label}\n" for label in labels))
         write_text_atomic(built / METADATA_FILE, json.dumps(metadata, indent=2) + "\n")
