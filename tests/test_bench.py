@@ -57,11 +57,8 @@ def test_a_quick_bench_measures_ours_beside_the_old_ways(tmp_path):
     assert any(name.startswith("feature extraction, cold cache, openvino") for name in rows)
     assert not any("tensorflow" in name or "default preset" in name for name in rows)  # quick
     assert re.fullmatch(r"[\d.]+ s", rows["train --preset fast, warm cache (3 epochs)"])
-    assert re.fullmatch(r"[\d.]+ s", rows["old: Keras end-to-end fit, frozen backbone, 3 epochs"])
-    assert re.fullmatch(r"[\d.]+x", rows["ratio: Keras fit / our warm train"])
-    assert re.fullmatch(
-        r"[\d.]+x, [\d.]+x", rows["ratio: 2016 loop / guessDir (first run, second run)"]
-    )
+    assert not any("Keras" in name for name in rows)  # quick
+    assert re.fullmatch(r"[\d.]+x", rows["ratio: 2016 loop / guessDir (first run)"])
     assert re.fullmatch(r"[\d.]+ images/s", rows["guessDir, 40 images (wall)"])
     # The many-images run sorted every one of them.
     sorted_copies = [p for p in (tmp_path / "work" / "many-sorted").iterdir() if p.suffix == ".jpg"]

@@ -120,8 +120,9 @@ def test_interrupted_train_keeps_the_model_and_a_second_train_is_refused(trained
     assert len(model) > 4
     draw_photos(trained_copy / "data" / "circle", "circle", 6, seed=41)
     lock = trained_copy / ".tensorguess.lock"
+    fast = ("--preset", "fast")  # the lock and the interrupt are the point, not fine-tuning
     first = subprocess.Popen(
-        ["bash", ROOT / "train.sh", trained_copy],
+        ["bash", ROOT / "train.sh", trained_copy, *fast],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -129,7 +130,7 @@ def test_interrupted_train_keeps_the_model_and_a_second_train_is_refused(trained
     )
     try:
         _until(lambda: lock.exists() and lock.read_text().strip() == str(first.pid))
-        second = wrapper("train.sh", trained_copy, check=False)
+        second = wrapper("train.sh", trained_copy, *fast, check=False)
         assert second.returncode == 1
         assert second.stderr.strip() == (
             f"tensorguess: error: {trained_copy}: another train is running on this folder "
@@ -156,7 +157,7 @@ def test_interrupted_train_keeps_the_model_and_a_second_train_is_refused(trained
     entries[1].write_bytes(os.urandom(3000))
     np.save(entries[2], np.full(1280, np.nan, np.float32))
     np.save(entries[3], np.zeros(7, np.float32))
-    again = wrapper("train.sh", trained_copy)
+    again = wrapper("train.sh", trained_copy, *fast)
     assert re.search(r"^Features: 4 computed, 50 from cache", again.stdout, re.M), again.stdout
     assert _model_files(trained_copy) != model
 

@@ -243,8 +243,9 @@ def run_benchmark(
 ) -> BenchResult:
     """Measure everything on `photos` (laid out like <label>/*.jpg), working in `work`.
 
-    `quick` leaves out the slowest rows (the float32 engines' feature extraction, the
-    default preset's training): for checking that the benchmark runs, not for figures.
+    `quick` leaves out the slowest rows (the float32 engines' feature extraction, the Keras
+    fit, the default preset's training, guessDir's second run): for checking that the
+    benchmark runs, not for figures.
     """
     photos, work = Path(photos).resolve(), Path(work).resolve()
     if work.exists() and (not work.is_dir() or any(work.iterdir())):
@@ -274,15 +275,6 @@ def run_benchmark(
     train_cold = run_measured("train (cold)", train)
     train_warm = run_measured("train (warm)", train)
     result.epochs = _epochs_run(train_warm.output)
-    say(f"Keras end-to-end fit, {result.epochs} epochs...")
-    keras_fit = run_measured(
-        "keras fit",
-        _python(
-            "-c",
-            f"from tensorguess.bench import keras_end_to_end; "
-            f"keras_end_to_end({str(tf_files)!r}, {backbone!r}, {result.epochs})",
-        ),
-    )
     rows += [
         (
             "train --preset fast, cold cache",
@@ -294,30 +286,39 @@ def run_benchmark(
             f"{train_warm.seconds:.1f} s",
             _accuracy(train_warm.output),
         ),
-        (
-            f"old: Keras end-to-end fit, frozen backbone, {result.epochs} epochs",
-            f"{keras_fit.seconds:.1f} s",
-            _accuracy(keras_fit.output),
-        ),
-        ("ratio: Keras fit / our warm train", f"{keras_fit.seconds / train_warm.seconds:.1f}x", ""),
     ]
     if not quick:
-        say("train with the default preset (fine-tunes the top blocks), warm cache...")
+        say(f"Keras end-to-end fit, {result.epochs} epochs...")
+        keras_fit = run_measured(
+            "keras fit",
+            _python(
+                "-c",
+                f"from tensorguess.bench import keras_end_to_end; "
+                f"keras_end_to_end({str(tf_files)!r}, {backbone!r}, {result.epochs})",
+            ),
+        )
+        say("train with the default preset's fine-tuning, warm cache...")
         default = run_measured(
             "train (default preset)", [*cli, "train", str(tf_files), "--backbone", backbone]
         )
-        rows.append(
+        ratio = keras_fit.seconds / train_warm.seconds
+        rows += [
             (
-                "train (default preset: fine-tunes 4 blocks), warm cache",
+                f"old: Keras end-to-end fit, frozen backbone, {result.epochs} epochs",
+                f"{keras_fit.seconds:.1f} s",
+                _accuracy(keras_fit.output),
+            ),
+            ("ratio: Keras fit / our warm train", f"{ratio:.1f}x", ""),
+            (
+                f"train (default preset's fine-tuning, {backbone}), warm cache",
                 f"{default.seconds:.1f} s",
                 _accuracy(default.output),
-            )
-        )
+            ),
+        ]
 
     say("guessDir, ours (first and second run) and the 2016 loop...")
     sort = [*cli, "sort", str(tf_files), str(flat)]
     first = run_measured("guessDir (first)", [*sort, str(work / "sorted")])
-    later = run_measured("guessDir (later)", [*sort, str(work / "sorted-again")])
     legacy = run_measured(
         "2016 loop",
         _python(
@@ -328,25 +329,26 @@ def run_benchmark(
             f"{str(work / 'sorted-2016')!r})",
         ),
     )
+    runs = [("first run", first)]
+    if not quick:
+        runs.append(("second run", run_measured("guessDir (later)", [*sort, str(work / "again")])))
     rows += [
         (
-            "guessDir, first run after train (wall, whole command)",
-            f"{count / first.seconds:.1f} images/s",
-            f"{first.seconds:.1f} s, peak RSS {first.peak_rss_mb:.0f} MB",
-        ),
-        (
-            "guessDir, second run (wall, whole command)",
-            f"{count / later.seconds:.1f} images/s",
-            f"{later.seconds:.1f} s, peak RSS {later.peak_rss_mb:.0f} MB",
-        ),
+            f"guessDir, {name} (wall, whole command)",
+            f"{count / step.seconds:.1f} images/s",
+            f"{step.seconds:.1f} s, peak RSS {step.peak_rss_mb:.0f} MB",
+        )
+        for name, step in runs
+    ]
+    rows += [
         (
             "old: 2016 per-image loop (wall, whole script)",
             f"{count / legacy.seconds:.1f} images/s",
             f"{legacy.seconds:.1f} s, peak RSS {legacy.peak_rss_mb:.0f} MB",
         ),
         (
-            "ratio: 2016 loop / guessDir (first run, second run)",
-            f"{legacy.seconds / first.seconds:.1f}x, {legacy.seconds / later.seconds:.1f}x",
+            f"ratio: 2016 loop / guessDir ({', '.join(name for name, _ in runs)})",
+            ", ".join(f"{legacy.seconds / step.seconds:.1f}x" for _, step in runs),
             "",
         ),
     ]
