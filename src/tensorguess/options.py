@@ -212,6 +212,12 @@ class TrainingOptions:
     summaries_dir: Path | None = setting(
         None, "write TensorBoard summaries (cross entropy, accuracy per epoch) here"
     )
+    flip_average: bool = setting(
+        False,
+        "the exported model averages each photo's scores with its mirror image's: about a "
+        "point more accurate on clothing, at twice the cost of every guess",
+        Switch,
+    )
     report: bool = True
     engine: str | None = None
     ray: RaySettings | None = None  # features missing from the cache computed on Ray
@@ -261,6 +267,8 @@ class TrainingOptions:
         if self.ray is not None:
             where = self.ray.address or "a local Ray runtime (or $TENSORGUESS_RAY_ADDRESS)"
             lines.append(("features", f"missing ones computed on Ray: {where}"))
+        if self.flip_average:
+            lines.append(("guessing", "scores averaged with the mirror image's"))
         return lines
 
 
