@@ -174,7 +174,7 @@ def _train(
             options.fine_tune,
             options.seed,
             say,
-            engine,
+            engine=engine,
         )
     novelty = _fit_novelty(backbone, splits, photos, options.fine_tune.enabled, engine, say)
     details = {
