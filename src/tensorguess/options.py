@@ -178,7 +178,7 @@ class FineTuneOptions:
         True, "fine-tune the backbone's top blocks with the head", Switch, flag="fine_tune"
     )
     blocks: int = setting(4, "how many top blocks to train", POSITIVE, flag="fine_tune_blocks")
-    epochs: int = setting(3, "fine-tuning epochs", POSITIVE, flag="fine_tune_epochs")
+    epochs: int = setting(6, "fine-tuning epochs", POSITIVE, flag="fine_tune_epochs")
     learning_rate: float = setting(
         3e-4, "fine-tuning's learning rate", RATE, flag="fine_tune_learning_rate"
     )
@@ -193,7 +193,7 @@ class TrainingOptions:
     """Everything `train` can be told; the defaults are the `balanced` preset."""
 
     backbone: str = setting(
-        "efficientnet_lite0",
+        "efficientnet_lite2",
         "efficientnet_lite0, efficientnet_lite2, or hub:<handle-or-SavedModel-folder>",
     )
     image_size: int | None = setting(
