@@ -178,7 +178,7 @@ class FineTuneOptions:
         True, "fine-tune the backbone's top blocks with the head", Switch, flag="fine_tune"
     )
     blocks: int = setting(4, "how many top blocks to train", POSITIVE, flag="fine_tune_blocks")
-    epochs: int = setting(3, "fine-tuning epochs", POSITIVE, flag="fine_tune_epochs")
+    epochs: int = setting(6, "fine-tuning epochs", POSITIVE, flag="fine_tune_epochs")
     learning_rate: float = setting(
         3e-4, "fine-tuning's learning rate", RATE, flag="fine_tune_learning_rate"
     )
@@ -193,7 +193,7 @@ class TrainingOptions:
     """Everything `train` can be told; the defaults are the `balanced` preset."""
 
     backbone: str = setting(
-        "efficientnet_lite0",
+        "efficientnet_lite2",
         "efficientnet_lite0, efficientnet_lite2, or hub:<handle-or-SavedModel-folder>",
     )
     image_size: int | None = setting(
@@ -211,6 +211,12 @@ class TrainingOptions:
     seed: int = setting(0, "random seed", COUNT)
     summaries_dir: Path | None = setting(
         None, "write TensorBoard summaries (cross entropy, accuracy per epoch) here"
+    )
+    flip_average: bool = setting(
+        False,
+        "the exported model averages each photo's scores with its mirror image's: about a "
+        "point more accurate on clothing, at twice the cost of every guess",
+        Switch,
     )
     report: bool = True
     engine: str | None = None
@@ -261,6 +267,8 @@ class TrainingOptions:
         if self.ray is not None:
             where = self.ray.address or "a local Ray runtime (or $TENSORGUESS_RAY_ADDRESS)"
             lines.append(("features", f"missing ones computed on Ray: {where}"))
+        if self.flip_average:
+            lines.append(("guessing", "scores averaged with the mirror image's"))
         return lines
 
 

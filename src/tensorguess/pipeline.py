@@ -90,8 +90,8 @@ def _train(
     from tensorguess.backbones import get_backbone
     from tensorguess.bottlenecks import cached_features
     from tensorguess.engines import engine_precision, resolved_engine
-    from tensorguess.evaluate import evaluate_scores, summary_lines
-    from tensorguess.export import export_model
+    from tensorguess.evaluate import evaluate_images, summary_lines
+    from tensorguess.export import export_model, record_test_accuracy
     from tensorguess.head import SplitData, train_head
     from tensorguess.predict import load_classifier
 
@@ -174,6 +174,7 @@ def _train(
             options.fine_tune,
             options.seed,
             say,
+            engine=engine,
         )
     novelty = _fit_novelty(backbone, splits, photos, options.fine_tune.enabled, engine, say)
     details = {
@@ -186,15 +187,23 @@ def _train(
         details["fine_tuned_blocks"] = options.fine_tune.blocks
     precision = engine_precision(engine)
     exported = export_model(
-        tf_files, backbone, options.backbone, head, novelty, scan.labels, precision, details
+        tf_files,
+        backbone,
+        options.backbone,
+        head,
+        novelty,
+        scan.labels,
+        precision,
+        details,
+        options.flip_average,
     )
-    if engine.startswith("openvino"):
-        # Convert the new graph for OpenVINO now, while TensorFlow is loaded anyway: the
-        # next guess.sh or guessDir.sh then starts in about a second.
-        load_classifier(tf_files, engine=options.engine)
-    evaluation = evaluate_scores(
-        scan.labels, [(image.path, image.label) for image in photos[TEST]], head.test_scores
-    )
+    # The test photos go through the exported model, as guess.sh runs it (its engine and
+    # precision, the mirror-image average): the accuracy printed is the one a user gets.
+    # Loading it also converts it for OpenVINO while TensorFlow is loaded anyway, so the
+    # next guess.sh or guessDir.sh starts in about a second.
+    classifier = load_classifier(tf_files, engine=options.engine)
+    evaluation = evaluate_images(classifier, [(image.path, image.label) for image in photos[TEST]])
+    record_test_accuracy(tf_files, evaluation.accuracy, evaluation.count)
     for line in summary_lines(evaluation, "Final test accuracy", MISTAKES_SHOWN):
         say(line)
     checkup = _check_data(scan, features, say)
@@ -217,8 +226,8 @@ def _train(
         counts={name: len(split) for name, split in splits.items()},
         features_computed=features.computed,
         features_cached=features.cached,
-        test_accuracy=head.test_accuracy,
-        test_count=head.test_count,
+        test_accuracy=evaluation.accuracy,
+        test_count=evaluation.count,
         epochs_run=head.epochs_run,
         outputs=[str(path) for path in outputs],
         skipped=skipped,

@@ -37,9 +37,9 @@ GROUPS = {
     "head": "the classifier head (trained on cached features)",
     "distortions": "distortions (retrain.py's, off unless set): the head learns from distorted "
     "views of each training photo, computed once and cached; fine-tuning distorts every step",
-    "fine_tune": "fine-tuning: it cannot use the feature cache, so every epoch runs the "
-    "backbone on every training photo (minutes per epoch on a CPU); efficientnet_lite "
-    "backbones only",
+    "fine_tune": "fine-tuning: the feature cache cannot serve it; the frozen blocks run once on "
+    "every photo, then each epoch trains the top blocks (with distortions, every epoch runs "
+    "the whole backbone on every training photo); efficientnet_lite backbones only",
 }
 
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 _TF_FILES_NAMES = (
     "ExportedModel",
     "classifier_function",
+    "record_test_accuracy",
     "decode_for_graph",
     "export_model",
     "frozen_graph",

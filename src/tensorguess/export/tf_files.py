@@ -51,21 +51,34 @@ class ExportedModel:
 
 
 def classifier_function(
-    backbone: Backbone, head: TrainedHead, novelty: NoveltyModel
+    backbone: Backbone, head: TrainedHead, novelty: NoveltyModel, flip_average: bool = False
 ) -> tf.types.experimental.PolymorphicFunction:
     """pixels [B, S, S, 3] float32 in 0-255 -> (softmax scores [B, N], novelty [B]), as one
-    tf.function."""
+    tf.function.
+
+    With `flip_average`, a photo's scores are the mean of its own and its mirror image's:
+    more accurate on photos whose subject may face either way, at twice the cost (the
+    novelty stays the photo's own).
+    """
     size = backbone.image_size
     layers = [(tf.constant(kernel), tf.constant(bias)) for kernel, bias in head.layers]
 
-    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="pixels")])
-    def classify(pixels):
-        features = activations = backbone.features(pixels)
+    def scores(features):
+        activations = features
         for depth, (kernel, bias) in enumerate(layers):
             activations = tf.matmul(activations, kernel) + bias
             if depth < len(layers) - 1:
                 activations = tf.nn.relu(activations)
-        return tf.nn.softmax(activations), novelty_tensor(novelty, features)
+        return tf.nn.softmax(activations)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="pixels")])
+    def classify(pixels):
+        features = backbone.features(pixels)
+        probabilities = scores(features)
+        if flip_average:
+            mirrored = scores(backbone.features(tf.reverse(pixels, axis=[2])))
+            probabilities = (probabilities + mirrored) / 2
+        return probabilities, novelty_tensor(novelty, features)
 
     return classify
 
@@ -158,6 +171,14 @@ def _build_saved_model(folder, core, core_input, core_outputs, size, labels) -> 
         builder.save()
 
 
+def record_test_accuracy(tf_files: Path, accuracy: float | None, count: int) -> None:
+    """Put the exported model's own test accuracy into tensorguess.json (atomically)."""
+    path = Path(tf_files) / METADATA_FILE
+    metadata = json.loads(path.read_text(encoding="utf-8"))
+    metadata.update(test_accuracy=accuracy, test_count=count)
+    write_text_atomic(path, json.dumps(metadata, indent=2) + "\n")
+
+
 def export_model(
     tf_files: Path,
     backbone: Backbone,
@@ -167,6 +188,7 @@ def export_model(
     labels: list[str],
     precision: str,
     details: dict,
+    flip_average: bool = False,
 ) -> ExportedModel:
     """Write the graph, labels, SavedModel and metadata into `tf_files`, all or nothing.
 
@@ -182,7 +204,7 @@ def export_model(
     tf_files = Path(tf_files)
     size = backbone.image_size
     core, core_input, core_outputs = freeze_pixels_function(
-        classifier_function(backbone, head, novelty), size
+        classifier_function(backbone, head, novelty, flip_average), size
     )
     graph_bytes = frozen_graph(core, core_input, core_outputs, size).SerializeToString()
     metadata = {
@@ -201,6 +223,7 @@ def export_model(
         "graph_output": f"{OUTPUT}:0",
         "head": {"layers": [list(np.shape(kernel)) for kernel, _ in head.layers]},
         "novelty": novelty.describe(),
+        "flip_average": flip_average,
         **details,
     }
     with tempfile.TemporaryDirectory(prefix=".tmp-export.", dir=tf_files) as scratch:

@@ -1,0 +1,112 @@
+"""Fine-tuning settings measured by 5-fold cross-validation (docs/accuracy.md, issue 15).
+
+    .venv/bin/python scripts/clothing_folds.py ../shared/datasets/clothing-extra \
+        --backbone efficientnet_lite2 --blocks 4 --epochs 6 [--flip_average]
+
+Each fold holds out a fifth of the photos (by a hash of their content) for the test, an
+eighth of the rest for validation, and trains on the remainder: the head on cached features,
+then fine-tuning as `train.sh` does it. Prints each fold's test accuracy and the mean with
+its spread. Features are cached in WORK (default /tmp/tensorguess-folds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+
+FOLDS = 5
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("data", type=Path, help="photos in DATA/<label>/")
+    parser.add_argument("--backbone", default="efficientnet_lite2")
+    parser.add_argument("--blocks", type=int, default=4, help="0: the head alone")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--learning_rate", type=float, default=3e-4)
+    parser.add_argument("--label_smoothing", type=float, default=0.1)
+    parser.add_argument("--flip_average", action="store_true", help="test-time mirror average")
+    parser.add_argument("--folds", default="0,1,2,3,4")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/tensorguess-folds"))
+    args = parser.parse_args()
+
+    from tensorguess.engines import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+    import tensorflow as tf
+
+    from tensorguess.backbones import get_backbone
+    from tensorguess.bottlenecks import cached_features
+    from tensorguess.dataset import scan_data
+    from tensorguess.fine_tune import LabelledPaths, fine_tune
+    from tensorguess.head import SplitData, train_head
+    from tensorguess.images import pixel_batches
+    from tensorguess.options import DistortionOptions, FineTuneOptions, HeadOptions
+
+    scan = scan_data(args.data, 0, 0)
+    index = {label: i for i, label in enumerate(scan.labels)}
+    labels = np.array([index[image.label] for image in scan.images])
+    paths = [image.path for image in scan.images]
+
+    def fold_of(digest: str, salt: str) -> int:
+        return int(hashlib.sha256(f"{salt}:{digest}".encode()).hexdigest(), 16)
+
+    features = cached_features(
+        get_backbone(args.backbone), paths, args.work, digests=[i.digest for i in scan.images]
+    ).vectors
+    accuracies = []
+    for fold in (int(f) for f in args.folds.split(",")):
+        started = time.monotonic()
+        splits: dict[str, list[int]] = {"train": [], "validation": [], "test": []}
+        for row, image in enumerate(scan.images):
+            if fold_of(image.digest, "0") % FOLDS == fold:
+                splits["test"].append(row)
+            elif fold_of(image.digest, "val0") % 8 == 0:
+                splits["validation"].append(row)
+            else:
+                splits["train"].append(row)
+        rows = {name: np.array(indices) for name, indices in splits.items()}
+        backbone = get_backbone(args.backbone)  # the pretrained weights again, each fold
+        head_options = HeadOptions(label_smoothing=args.label_smoothing)
+        head = train_head(
+            *(SplitData(features[rows[n]], labels[rows[n]]) for n in rows),
+            len(scan.labels),
+            head_options,
+            say=lambda _: None,
+        )
+        if args.blocks:
+            head = fine_tune(
+                backbone,
+                head,
+                head_options,
+                *(LabelledPaths([paths[i] for i in rows[n]], labels[rows[n]]) for n in rows),
+                DistortionOptions(),
+                FineTuneOptions(
+                    blocks=args.blocks, epochs=args.epochs, learning_rate=args.learning_rate
+                ),
+                say=lambda _: None,
+            )
+        test = [paths[i] for i in rows["test"]]
+        scores = []
+        for pixels, _ in pixel_batches(test, backbone.image_size, 32):
+            pixels = tf.cast(pixels, tf.float32)
+            batch = head.probabilities(backbone.features(pixels).numpy())
+            if args.flip_average:
+                mirrored = backbone.features(tf.reverse(pixels, axis=[2])).numpy()
+                batch = (batch + head.probabilities(mirrored)) / 2
+            scores.append(batch)
+        accuracy = float((np.concatenate(scores).argmax(1) == labels[rows["test"]]).mean())
+        accuracies.append(accuracy)
+        print(f"fold {fold}: {100 * accuracy:.1f}% ({time.monotonic() - started:.0f} s)")
+    print(
+        f"mean {100 * np.mean(accuracies):.1f}%, spread (sd over folds) "
+        f"{100 * np.std(accuracies):.1f} points, {len(accuracies)} folds"
+    )
+
+
+if __name__ == "__main__":
+    main()
