@@ -43,8 +43,9 @@ def trained_copy(trained, tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def superheroes_model(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """Trained once on ../shared's superheroes/train (the default preset's fine-tuning, on
-    the smaller backbone and for fewer epochs to keep the suite quick), read in place through symlinked label
-    folders, with that run's output. Tests using it skip without ../shared."""
+    the smaller backbone and for fewer epochs to keep the suite quick), read in place
+    through symlinked label folders, with that run's output. Tests using it skip without
+    ../shared."""
     if not SUPERHEROES.is_dir():
         pytest.skip("../shared/datasets/superheroes is not present")
     tf_files = tmp_path_factory.mktemp("superheroes") / "tf_files"
