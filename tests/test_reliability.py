@@ -127,6 +127,9 @@ def test_interrupted_train_keeps_the_model_and_a_second_train_is_refused(trained
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # Ctrl-C reaches the whole process group
+        # As from a terminal: a suite started in the background (`... &`) inherits SIGINT
+        # ignored, and Python then leaves it ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         _until(lambda: lock.exists() and lock.read_text().strip() == str(first.pid))
