@@ -206,6 +206,68 @@ def keras_end_to_end(tf_files: str, backbone_name: str, epochs: int) -> None:
     print(f"Final test accuracy = {100 * accuracy:.1f}% (N={len(scan.split(TEST))})")
 
 
+def stage_profile(tf_files: str, photos: str, work: str, engine: str | None = None) -> None:
+    """Print (one JSON line) guessDir's stages, each timed alone on the same photos in one
+    process: hashing, decoding and resizing (the sort's threads), the network (its engine, on
+    pixels decoded beforehand), the copies (written, checked, fsynced, named) and the manifest
+    lines. Their sum is the work a sort does; the whole command overlaps some of it."""
+    import numpy as np
+
+    from tensorguess.files import file_digest
+    from tensorguess.images import pixel_batches
+    from tensorguess.predict import BATCH_SIZE, load_classifier
+    from tensorguess.sort import FreeNames, Manifest, copy_without_overwriting, list_sources
+
+    classifier = load_classifier(Path(tf_files), engine=engine)
+    destination = Path(work)
+    files, _ = list_sources(Path(photos), destination)
+    stages = []
+
+    def timed(name: str, work) -> None:
+        started = time.perf_counter()
+        work()
+        stages.append((name, time.perf_counter() - started))
+
+    digests: list[str] = []
+    timed("hashing (SHA-256 of each photo)", lambda: digests.extend(map(file_digest, files)))
+    size = classifier.image_size
+    timed(
+        "decoding and resizing (a thread per core)",
+        lambda: all(True for _ in pixel_batches(files, size, BATCH_SIZE)),
+    )
+    sample = np.concatenate(
+        [pixels for pixels, _ in pixel_batches(files[: BATCH_SIZE * 4], size, BATCH_SIZE)]
+    )
+
+    def network() -> None:
+        for start in range(0, len(files), BATCH_SIZE):
+            count = min(BATCH_SIZE, len(files) - start)
+            rows = [(start + offset) % len(sample) for offset in range(count)]
+            classifier.predict_pixels(sample[rows], files[start : start + count])
+
+    timed(f"network ({classifier.engine})", network)
+    destination.mkdir(parents=True, exist_ok=True)
+    names = FreeNames(destination)
+    copies: list[Path] = []
+    timed(
+        "copies (written, checked against the hash, fsynced, named)",
+        lambda: copies.extend(
+            copy_without_overwriting(path, names, path.name, digest)
+            for path, digest in zip(files, digests, strict=True)
+        ),
+    )
+    manifest = Manifest(destination, classifier.labels)
+    scores = [1.0 / len(classifier.labels)] * len(classifier.labels)
+
+    def lines() -> None:
+        for path, copy, digest in zip(files, copies, digests, strict=True):
+            manifest.add(path, copy, classifier.labels[0], digest, scores)
+
+    timed("manifest lines (each fsynced)", lines)
+    manifest.close()
+    print(json.dumps({"photos": len(files), "engine": classifier.engine, "stages": stages}))
+
+
 def _accuracy(output: str) -> str:
     match = re.search(r"Final test accuracy = ([\d.]+%) \(N=(\d+)\)", output)
     return f"{match.group(1)} (N={match.group(2)})" if match else "n/a"

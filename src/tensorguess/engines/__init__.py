@@ -43,12 +43,14 @@ from tensorguess.engines.tensorflow import (
 )
 from tensorguess.errors import TensorguessError, first_line
 
-ENGINES = ("auto", "openvino", "openvino-f32", "tensorflow")
+ENGINES = ("auto", "openvino", "openvino-f32", "openvino-int8", "tensorflow")
 ENGINE_VARIABLE = "TENSORGUESS_ENGINE"
+INT8_ENGINE = "openvino-int8"
 ENGINE_HELP = (
     "what runs the network: auto (the default, or $TENSORGUESS_ENGINE) is OpenVINO on a "
     "CPU and TensorFlow when it sees a GPU; openvino computes in OpenVINO's fastest "
-    "precision (bfloat16 on CPUs with AMX), openvino-f32 and tensorflow in float32"
+    "precision (bfloat16 on CPUs with AMX), openvino-f32 and tensorflow in float32, "
+    "openvino-int8 a classifier quantised to int8 by train --engine openvino-int8"
 )
 ENGINE_HELP_TRAIN = (
     f"{ENGINE_HELP}. The features' precision is recorded in tensorguess.json, and guess.sh "
@@ -65,14 +67,17 @@ __all__ = [
     "ENGINE_HELP_MODEL",
     "ENGINE_HELP_TRAIN",
     "FLOAT32",
+    "INT8_ENGINE",
     "OPENVINO_BATCH",
     "Runner",
     "cached_runner",
+    "compiled_runner",
     "engine_precision",
     "freeze_pixels_function",
     "graph_runner",
     "import_tensorflow_quietly",
     "muted_stderr",
+    "openvino_core",
     "quiet_tensorflow_logger",
     "requested_engine",
     "resolved_engine",
