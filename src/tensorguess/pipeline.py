@@ -101,20 +101,34 @@ def _train(
         from tensorguess.fine_tune import split_backbone
 
         split_backbone(backbone, options.fine_tune.blocks)  # refuse now, not after the features
-    engine = resolved_engine(options.engine)
-    # int8 is for the exported classifier: its features stay in OpenVINO's float precision
-    # (int8 features cost the head accuracy, docs/benchmarks.md).
-    int8 = engine == INT8_ENGINE
+    feature_engine = resolved_engine(options.engine)
+    # int8: the head learns from int8 features (their scales measured on training photos),
+    # the exported classifier is quantised and checked after the export (quantize.py); what
+    # changes the backbone's weights (fine-tuning) and the float fallback use OpenVINO's
+    # float precision.
+    int8 = feature_engine == INT8_ENGINE
+    engine = "openvino" if int8 else feature_engine
+    calibration = None
     if int8:
-        engine = "openvino"
+        if compute is not None:
+            raise TensorguessError(
+                "--engine openvino-int8 computes its features on this machine: drop --ray"
+            )
+        from tensorguess.engines.int8 import calibration_photos
+
+        training = list(scan.split(TRAIN))
+        calibration = calibration_photos(
+            [image.path for image in training], [image.digest for image in training]
+        )
     cache_root = options.bottleneck_dir or tf_files / BOTTLENECK_DIR
     features = cached_features(
         backbone,
         [image.path for image in scan.images],
         cache_root,
         digests=[image.digest for image in scan.images],
-        engine=engine,
+        engine=feature_engine,
         compute=compute,
+        calibration=calibration,
     )
     say(f"Features: {features.describe()} ({backbone.name})")
     skipped = [(str(path), reason) for path, reason in scan.skipped]
@@ -147,8 +161,9 @@ def _train(
             cache_root,
             distortions,
             digests=[image.digest for image in photos[TRAIN]],
-            engine=engine,
+            engine=feature_engine,
             compute=compute,
+            calibration=calibration,
         )
         splits[TRAIN].views = views.vectors
         say(
@@ -207,7 +222,7 @@ def _train(
     if int8:
         from tensorguess.engines.int8 import INT8_FOLDER
 
-        check = _quantize(tf_files, exported.graph, precision, photos, label_index)
+        check = _quantize(tf_files, exported.graph, precision, calibration, photos, label_index)
         say(check.describe())
         outputs += [tf_files / INT8_FOLDER] if check.kept else []
     # The test photos go through the exported model, as guess.sh runs it (its engine and
@@ -227,7 +242,8 @@ def _train(
     if options.report:
         from tensorguess.report import REPORT_FILE, training_facts, write_report
 
-        settings = [*options.describe(), ("engine", f"{engine} ({precision})")]
+        features_in = f"{feature_engine} ({engine_precision(feature_engine)})"
+        settings = [*options.describe(), ("engine", features_in)]
         facts = training_facts(backbone, splits, evaluation, settings, time.monotonic() - started)
         title = f"tensorguess: {tf_files.resolve().name}"
         outputs += write_report(
@@ -250,22 +266,22 @@ def _train(
     )
 
 
-def _quantize(tf_files: Path, graph: Path, precision: str, photos: dict, label_index: dict):
+def _quantize(
+    tf_files: Path, graph: Path, precision: str, calibration, photos: dict, label_index: dict
+):
     """The exported graph quantised to int8 and checked on the validation photos (quantize.py)."""
-    from tensorguess.engines.int8 import calibration_photos
     from tensorguess.predict import detect_layout, read_graph, read_model_bytes
     from tensorguess.quantize import quantize_classifier
 
     data = read_model_bytes(graph)
     graph_def = read_graph(graph, data)
-    train = photos[TRAIN]
     return quantize_classifier(
         tf_files,
         graph_def,
         detect_layout(graph_def),
         hashlib.sha256(data).hexdigest(),
         precision,
-        calibration_photos([image.path for image in train], [image.digest for image in train]),
+        calibration,
         [(image.path, label_index[image.label]) for image in photos[VALIDATION]],
     )
 

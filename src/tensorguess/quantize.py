@@ -21,7 +21,7 @@ import numpy as np
 from tensorguess.engines import FLOAT32, OPENVINO_BATCH, compiled_runner
 from tensorguess.engines.int8 import (
     INT8_FOLDER,
-    calibration_batches,
+    Calibration,
     quantized,
     remove_int8_model,
     store_int8_model,
@@ -69,7 +69,7 @@ def quantize_classifier(
     layout,
     graph_sha256: str,
     precision: str,
-    calibration: Sequence[Path],
+    calibration: Calibration,
     validation: Sequence[tuple[Path, int]],
 ) -> Int8Check:
     """Quantise the exported graph (`graph_def`, read through `layout`), compare it with the
@@ -83,7 +83,7 @@ def quantize_classifier(
     shape = (layout.input_height, layout.input_width, 3)
     outputs = [layout.output_layer, *([layout.novelty_layer] if layout.novelty_layer else [])]
     model = convert(graph_def, layout.input_layer, outputs, shape, OPENVINO_BATCH, True)
-    int8_model = quantized(model, calibration_batches(_decoded(calibration, shape)))
+    int8_model = quantized(model, calibration, shape[:2])
     float32 = precision != native_precision()
     runners = [compiled_runner(model, float32), compiled_runner(int8_model, False)]
     labels = np.array([label for _, label in validation])
@@ -101,7 +101,7 @@ def quantize_classifier(
         float_accuracy=accuracies[0],
         int8_accuracy=accuracies[1],
         validation_count=len(validation),
-        calibration_photos=len(calibration),
+        calibration_photos=len(calibration.paths),
         kept=accuracies[1] >= accuracies[0] - MAX_ACCURACY_DROP,
     )
     if check.kept:
@@ -109,10 +109,3 @@ def quantize_classifier(
         store_int8_model(folder, int8_model, notes)
     update_metadata(tf_files, int8=asdict(check))
     return check
-
-
-def _decoded(paths: Sequence[Path], shape: tuple[int, int, int]) -> np.ndarray:
-    """uint8 pixels [N, *shape] of the few hundred calibration `paths`, as guessDir
-    decodes them."""
-    batches = [pixels for pixels, _ in pixel_batches(list(paths), shape[:2], 64)]
-    return np.concatenate(batches) if batches else np.zeros((0, *shape), np.uint8)

@@ -22,6 +22,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from tensorguess.engines.int8 import INT8, Calibration, quantized
 from tensorguess.engines.openvino import (
     FLOAT32,
     OPENVINO_BATCH,
@@ -121,7 +122,9 @@ def resolved_engine(engine: str | None = None, precision: str | None = None) -> 
 
 
 def engine_precision(engine: str) -> str:
-    """The arithmetic a resolved engine uses: `f32`, or OpenVINO's own choice (`bf16`...)."""
+    """The arithmetic a resolved engine uses: `f32`, `i8`, or OpenVINO's own choice (`bf16`...)."""
+    if engine == INT8_ENGINE:
+        return INT8
     return native_precision() if engine == "openvino" else FLOAT32
 
 
@@ -136,6 +139,7 @@ def graph_runner(
     cache_key: str | None = None,
     notes: dict | None = None,
     whole_pixels: bool = False,
+    calibration: Calibration | None = None,
 ) -> tuple[Runner, str]:
     """(run, engine used): `run(pixels [B, *shape]) -> [B, ...]` over the frozen graph (a tuple
     of outputs when `output_name` is a sequence of names).
@@ -144,10 +148,16 @@ def graph_runner(
     and runs it `batch` images at a time (1 for the old tools' graphs, built for one image).
     With `cache_key`, the converted model is kept (with `notes`) for `cached_runner`.
     `whole_pixels`: the input takes pixel values 0-255 as they are (our graphs, the
-    backbones), so OpenVINO can take the decoder's uint8.
+    backbones), so OpenVINO can take the decoder's uint8. Under `openvino-int8` the model is
+    quantised, its scales measured on the `calibration` photos (engines/int8.py).
     """
     asked = requested_engine(engine)
     engine = resolved_engine(asked, precision)
+    if engine == INT8_ENGINE and calibration is None:
+        raise TensorguessError(
+            "openvino-int8 runs models quantised on training photos (train --engine "
+            "openvino-int8 makes them); use --engine openvino here"
+        )
     if engine.startswith("openvino"):
         try:
             outputs = [output_name] if isinstance(output_name, str) else list(output_name)
@@ -158,6 +168,8 @@ def graph_runner(
                     f"OpenVINO cannot run this graph ({first_line(error)}); use --engine tensorflow"
                 ) from None
         else:
+            if calibration is not None and engine == INT8_ENGINE:
+                model = quantized(model, calibration, shape[:2])
             if cache_key:
                 store_converted(cache_key, model, notes or {})
             return compiled_runner(model, float32=engine == "openvino-f32"), engine

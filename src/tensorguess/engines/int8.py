@@ -14,11 +14,13 @@ for int8; running a quantised model needs OpenVINO alone.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,16 +34,35 @@ INT8_FOLDER = "openvino-int8"
 CALIBRATION_PHOTOS = 300
 
 
-def calibration_photos(paths: Sequence[Path], digests: Sequence[str]) -> list[Path]:
+@dataclass(frozen=True)
+class Calibration:
+    """The photos an int8 model's scales are measured on, and a digest of their contents
+    (features computed with those scales are cached under it)."""
+
+    paths: tuple[Path, ...]
+    digest: str
+
+    def batches(self, size: tuple[int, int]) -> list[np.ndarray]:
+        """The photos decoded as guessDir decodes them, in whole batches of the models' size."""
+        from tensorguess.images import pixel_batches
+
+        decoded = [pixels for pixels, _ in pixel_batches(list(self.paths), size, 64)]
+        pixels = np.concatenate(decoded) if decoded else np.zeros((0, *size, 3), np.uint8)
+        whole = len(pixels) // OPENVINO_BATCH * OPENVINO_BATCH
+        return [pixels[start : start + OPENVINO_BATCH] for start in range(0, whole, OPENVINO_BATCH)]
+
+
+def calibration_photos(paths: Sequence[Path], digests: Sequence[str]) -> Calibration:
     """Up to CALIBRATION_PHOTOS of `paths`, chosen by content digest: the same photos on
     every run, whatever their names, spread over the labels as hashes spread."""
     chosen = sorted(zip(digests, paths, strict=True))[:CALIBRATION_PHOTOS]
-    return [path for _, path in chosen]
+    digest = hashlib.sha256(" ".join(digest for digest, _ in chosen).encode()).hexdigest()
+    return Calibration(tuple(path for _, path in chosen), digest)
 
 
-def quantized(model, calibration: Sequence[np.ndarray]):
-    """`model` (a converted OpenVINO model of fixed batch) with int8 convolutions, their
-    scales measured on the `calibration` batches (uint8 pixels, the model's batch each).
+def quantized(model, calibration: Calibration, size: tuple[int, int]):
+    """`model` (a converted OpenVINO model of fixed batch, uint8 pixels of `size` in) with
+    int8 convolutions, their scales measured on the `calibration` photos.
 
     Matrix products (the head, the novelty score) stay in floating point: they cost
     nothing beside the convolutions, and the scores come straight out of them.
@@ -52,20 +73,14 @@ def quantized(model, calibration: Sequence[np.ndarray]):
     import nncf
 
     nncf.set_log_level(logging.ERROR)
+    batches = calibration.batches(size)
     return nncf.quantize(
         model,
-        nncf.Dataset(list(calibration)),
-        subset_size=len(calibration),
+        nncf.Dataset(batches),
+        subset_size=len(batches),
         preset=nncf.QuantizationPreset.PERFORMANCE,
         ignored_scope=nncf.IgnoredScope(types=["MatMul"], validate=False),
     )
-
-
-def calibration_batches(pixels: np.ndarray) -> list[np.ndarray]:
-    """`pixels` [N, H, W, 3] as whole batches of the models' fixed size (a last partial
-    batch is dropped: calibration needs no more)."""
-    whole = len(pixels) // OPENVINO_BATCH * OPENVINO_BATCH
-    return [pixels[start : start + OPENVINO_BATCH] for start in range(0, whole, OPENVINO_BATCH)]
 
 
 def store_int8_model(folder: Path, model, notes: dict) -> None:
