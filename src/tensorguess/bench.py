@@ -223,7 +223,13 @@ def stage_profile(tf_files: str, photos: str, work: str, engine: str | None = No
     from tensorguess.files import file_digest
     from tensorguess.images import pixel_batches
     from tensorguess.predict import BATCH_SIZE, load_classifier
-    from tensorguess.sort import FreeNames, Manifest, copy_without_overwriting, list_sources
+    from tensorguess.sort import (
+        SYNC_EVERY,
+        FreeNames,
+        Manifest,
+        copy_without_overwriting,
+        list_sources,
+    )
 
     classifier = load_classifier(Path(tf_files), engine=engine)
     destination = Path(work)
@@ -266,12 +272,14 @@ def stage_profile(tf_files: str, photos: str, work: str, engine: str | None = No
     manifest = Manifest(destination, classifier.labels)
     scores = [1.0 / len(classifier.labels)] * len(classifier.labels)
 
-    def lines() -> None:
+    def lines() -> None:  # as the sort writes them
         for path, copy, digest in zip(files, copies, digests, strict=True):
             manifest.add(path, copy, classifier.labels[0], digest, scores)
+            if manifest.unsynced >= SYNC_EVERY:
+                manifest.sync()
+        manifest.close()
 
-    timed("manifest lines (each fsynced)", lines)
-    manifest.close()
+    timed(f"manifest lines (fsynced every {SYNC_EVERY})", lines)
     print(json.dumps({"photos": len(files), "engine": classifier.engine, "stages": stages}))
 
 
