@@ -299,7 +299,7 @@ def feature_speeds(tf_files: str, cache: str, backbone_name: str, every_engine: 
     default = resolved_engine("auto")
     engines = [(default, f"{default} ({engine_precision(default)}, the default here)")]
     if every_engine and default == "openvino":
-        engines.append((INT8_ENGINE, f"{INT8_ENGINE} (int8, scales from 300 of the photos)"))
+        engines.append((INT8_ENGINE, f"{INT8_ENGINE} (int8, scales from up to 300 photos)"))
     for engine in ("openvino-f32", "tensorflow") if every_engine else ():
         if engine != default and (engine != "openvino-f32" or default == "openvino"):
             engines.append((engine, f"{engine} (f32)"))
@@ -456,10 +456,11 @@ def _legacy_step(name: str, tf_files: Path, source: Path, destination: Path) -> 
 
 
 def profile_rows(
-    tf_files: Path, flat: Path, work: Path, sort_seconds: float, engine: str | None = None
+    tf_files: Path, flat: Path, work: Path, sort_seconds: float, label: str = "guessDir"
 ) -> list[tuple[str, str, str]]:
-    """`stage_profile`'s stages as table rows, and how far the whole sort is from decoding."""
-    arguments = f"{str(tf_files)!r}, {str(flat)!r}, {str(work)!r}, {engine!r}"
+    """`stage_profile`'s stages as table rows (`label` first), and how far the whole sort is
+    from decoding alone."""
+    arguments = f"{str(tf_files)!r}, {str(flat)!r}, {str(work)!r}"
     step = run_measured(
         "stage profile",
         _python("-c", f"from tensorguess.bench import stage_profile; stage_profile({arguments})"),
@@ -469,7 +470,7 @@ def profile_rows(
     total = sum(seconds for _, seconds in stages)
     rows = [
         (
-            f"guessDir stage alone: {name}",
+            f"{label} stage alone: {name}",
             f"{1000 * seconds / photos:.2f} ms/photo ({100 * seconds / total:.0f}%)",
             f"{photos / seconds:.0f} photos/s alone",
         )
@@ -478,7 +479,7 @@ def profile_rows(
     decoding = next(seconds for name, seconds in stages if name.startswith("decoding"))
     rows.append(
         (
-            "guessDir (whole command) / decoding alone",
+            f"{label} (whole command) / decoding alone",
             f"{decoding / sort_seconds:.2f}",
             f"decoding alone {photos / decoding:.0f} photos/s, same photos and threads",
         )
@@ -501,6 +502,7 @@ def int8_rows(
         "guessDir (int8)", [*cli, "sort", str(tf_files), str(flat), str(work / "int8")]
     )
     legacy = _legacy_step("2016 loop (int8 train's graph)", tf_files, flat, work / "int8-2016")
+    profile = profile_rows(tf_files, flat, work / "int8-profile", sort.seconds, "int8 guessDir")
     return [
         (
             f"train --engine openvino-int8 (default preset's fine-tuning, {backbone})",
@@ -522,6 +524,7 @@ def int8_rows(
             f"{legacy.seconds / sort.seconds:.1f}x",
             "",
         ),
+        *profile,
     ]
 
 

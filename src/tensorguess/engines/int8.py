@@ -14,7 +14,9 @@ for int8; running a quantised model needs OpenVINO alone.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import logging
 import shutil
@@ -74,13 +76,15 @@ def quantized(model, calibration: Calibration, size: tuple[int, int]):
 
     nncf.set_log_level(logging.ERROR)
     batches = calibration.batches(size)
-    return nncf.quantize(
-        model,
-        nncf.Dataset(batches),
-        subset_size=len(batches),
-        preset=nncf.QuantizationPreset.PERFORMANCE,
-        ignored_scope=nncf.IgnoredScope(types=["MatMul"], validate=False),
-    )
+    # NNCF draws its own progress bars: the train command's log has its own lines.
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        return nncf.quantize(
+            model,
+            nncf.Dataset(batches),
+            subset_size=len(batches),
+            preset=nncf.QuantizationPreset.PERFORMANCE,
+            ignored_scope=nncf.IgnoredScope(types=["MatMul"], validate=False),
+        )
 
 
 def store_int8_model(folder: Path, model, notes: dict) -> None:
