@@ -22,6 +22,7 @@ from tensorguess.backbones import Backbone
 from tensorguess.engines import (
     FLOAT32,
     INT8_ENGINE,
+    INT8_NEEDS_PHOTOS,
     cached_runner,
     engine_precision,
     freeze_pixels_function,
@@ -147,7 +148,9 @@ def features_runner(
     `calibration` photos).
     """
     cache_key = _runner_key(backbone.cache_key)
-    if calibration is not None and resolved_engine(engine) == INT8_ENGINE:
+    if resolved_engine(engine) == INT8_ENGINE:
+        if calibration is None:
+            raise TensorguessError(INT8_NEEDS_PHOTOS)
         cache_key = f"{cache_key}-{INT8}-{calibration.digest[:16]}"
     cached = cached_runner(cache_key, engine)
     if cached is not None:
@@ -175,6 +178,8 @@ def _runner_key(backbone_key: str) -> str:
 def features_runner_of(spec: str, image_size: int, backbone_key: str, engine: str | None = None):
     """`features_runner` of the backbone named `spec`, built only when no converted model of
     it is cached (a Ray worker, which knows the backbone by name and key, starts fast)."""
+    if resolved_engine(engine) == INT8_ENGINE:
+        raise TensorguessError(INT8_NEEDS_PHOTOS)
     cached = cached_runner(_runner_key(backbone_key), engine)
     if cached is not None:
         return cached[:2]
