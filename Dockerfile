@@ -21,7 +21,8 @@ WORKDIR /opt/tensorguess/src
 # The serve extra comes too, so that the image can run `serve` (docs/serve.md), and the
 # export extra (tensorguess export, train.sh --export, --model FILE): a container runs as
 # the calling user, who could not install it on first use as a native run does.
-# The `ray` extra comes too, so that --ray works in the container (docs/cluster.md).
+# The `ray` extra comes too, so that --ray works in the container (docs/cluster.md), and
+# the int8 extra (NNCF) for train --engine openvino-int8, for the same reason as export's.
 COPY pyproject.toml constraints.txt ./
 RUN pinned="$(sed -n 's/^tensorflow==//p' constraints.txt)" \
  && installed="$(python3 -c 'import importlib.metadata as m; print(m.version("tensorflow"))')" \
@@ -29,7 +30,7 @@ RUN pinned="$(sed -n 's/^tensorflow==//p' constraints.txt)" \
       echo "The base image has TensorFlow $installed but constraints.txt pins $pinned: change FROM." >&2; \
       exit 1; \
     fi \
- && python3 -c 'import importlib, sys; toml = importlib.import_module("tomllib" if sys.version_info >= (3, 11) else "pip._vendor.tomli"); project = toml.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(project["dependencies"] + project["optional-dependencies"]["serve"] + project["optional-dependencies"]["export"] + project["optional-dependencies"]["ray"]))' > /tmp/requirements.txt \
+ && python3 -c 'import importlib, sys; toml = importlib.import_module("tomllib" if sys.version_info >= (3, 11) else "pip._vendor.tomli"); project = toml.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(project["dependencies"] + project["optional-dependencies"]["serve"] + project["optional-dependencies"]["export"] + project["optional-dependencies"]["ray"] + project["optional-dependencies"]["int8"]))' > /tmp/requirements.txt \
  && PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir -c constraints.txt -r /tmp/requirements.txt \
  && rm /tmp/requirements.txt \
  && python3 -c 'import importlib.metadata as m, sys; sys.exit(m.version("tensorflow") != sys.argv[1])' "$pinned"

@@ -60,6 +60,11 @@ def test_a_quick_bench_measures_ours_beside_the_old_ways(tmp_path):
     assert not any("Keras" in name for name in rows)  # quick
     assert re.fullmatch(r"[\d.]+x", rows["ratio: 2016 loop / guessDir (first run)"])
     assert re.fullmatch(r"[\d.]+ images/s", rows["guessDir, 40 images (wall)"])
+    # The stage profile: every stage of a sort, their shares adding up to the whole.
+    stages = [value for name, value in rows.items() if name.startswith("guessDir stage alone:")]
+    shares = [int(re.fullmatch(r"[\d.]+ ms/photo \((\d+)%\)", value).group(1)) for value in stages]
+    assert len(shares) == 5 and 97 <= sum(shares) <= 103
+    assert float(rows["guessDir (whole command) / decoding alone"]) > 0
     # The many-images run sorted every one of them.
     sorted_copies = [p for p in (tmp_path / "work" / "many-sorted").iterdir() if p.suffix == ".jpg"]
     assert len(sorted_copies) == 40

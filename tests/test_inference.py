@@ -103,7 +103,7 @@ def test_an_unknown_engine_is_refused_in_one_line(trained, photos):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "tensorguess: error: unknown engine 'turbo' (from --engine or $TENSORGUESS_ENGINE): "
-        "choose one of auto, openvino, openvino-f32, tensorflow"
+        "choose one of auto, openvino, openvino-f32, openvino-int8, tensorflow"
     ]
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from tensorguess.backbones import Backbone
 from tensorguess.bottlenecks import ComputeFeatures, cached_features
+from tensorguess.engines.int8 import Calibration
 from tensorguess.options import DistortionOptions
 
 
@@ -119,12 +120,14 @@ def distorted_features(
     digests: Sequence[str | None] | None = None,
     engine: str | None = None,
     compute: ComputeFeatures | None = None,
+    calibration: Calibration | None = None,
 ) -> Views:
     """The distorted views of `paths`, from the cache where present, computed otherwise.
 
-    They are computed by the same `engine` as the plain features, so a training set never
-    mixes precisions. A file that fails here failed for the plain features too, so it is
-    not among `paths`; should it fail anyway (changed since), its rows stay zero.
+    They are computed by the same `engine` (and int8 `calibration`) as the plain features,
+    so a training set never mixes precisions. A file that fails here failed for the plain
+    features too, so it is not among `paths`; should it fail anyway (changed since), its
+    rows stay zero.
     """
     vectors = np.zeros((distortions.views, len(paths), backbone.feature_dim), np.float32)
     computed = cached = 0
@@ -137,6 +140,7 @@ def distorted_features(
             engine=engine,
             view=DistortedView(distortions, view, backbone.image_size),
             compute=compute,
+            calibration=calibration,
         )
         vectors[view - 1] = features.vectors
         computed += features.computed

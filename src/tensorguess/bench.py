@@ -113,14 +113,21 @@ def feature_speed(
     from tensorguess.backbones import get_backbone
     from tensorguess.bottlenecks import cached_features
     from tensorguess.dataset import scan_data
+    from tensorguess.engines import INT8_ENGINE
+    from tensorguess.engines.int8 import calibration_photos
 
-    paths = [image.path for image in scan_data(tf_files / "data").images]
+    images = scan_data(tf_files / "data").images
+    paths = [image.path for image in images]
     backbone = get_backbone(backbone_name)
-    cached_features(backbone, paths[:8], cache / f"warmup-{engine}", engine=engine)
+    calibration = None
+    if engine == INT8_ENGINE:  # measured on all the photos, as train does on its training ones
+        calibration = calibration_photos(paths, [image.digest for image in images])
+    warmup = cache / f"warmup-{engine}"
+    cached_features(backbone, paths[:8], warmup, engine=engine, calibration=calibration)
     speeds = []
     for _ in range(2):
         started = time.perf_counter()
-        cached_features(backbone, paths, cache / engine, engine=engine)
+        cached_features(backbone, paths, cache / engine, engine=engine, calibration=calibration)
         speeds.append(len(paths) / (time.perf_counter() - started))
     return speeds[0], speeds[1], len(paths)
 
@@ -206,6 +213,76 @@ def keras_end_to_end(tf_files: str, backbone_name: str, epochs: int) -> None:
     print(f"Final test accuracy = {100 * accuracy:.1f}% (N={len(scan.split(TEST))})")
 
 
+def stage_profile(tf_files: str, photos: str, work: str, engine: str | None = None) -> None:
+    """Print (one JSON line) guessDir's stages, each timed alone on the same photos in one
+    process: hashing, decoding and resizing (the sort's threads), the network (its engine, on
+    pixels decoded beforehand), the copies (written, checked, fsynced, named) and the manifest
+    lines. Their sum is the work a sort does; the whole command overlaps some of it."""
+    import numpy as np
+
+    from tensorguess.files import file_digest
+    from tensorguess.images import pixel_batches
+    from tensorguess.predict import BATCH_SIZE, load_classifier
+    from tensorguess.sort import (
+        SYNC_EVERY,
+        FreeNames,
+        Manifest,
+        copy_without_overwriting,
+        list_sources,
+    )
+
+    classifier = load_classifier(Path(tf_files), engine=engine)
+    destination = Path(work)
+    files, _ = list_sources(Path(photos), destination)
+    stages = []
+
+    def timed(name: str, work) -> None:
+        started = time.perf_counter()
+        work()
+        stages.append((name, time.perf_counter() - started))
+
+    digests: list[str] = []
+    timed("hashing (SHA-256 of each photo)", lambda: digests.extend(map(file_digest, files)))
+    size = classifier.image_size
+    timed(
+        "decoding and resizing (a thread per core)",
+        lambda: all(True for _ in pixel_batches(files, size, BATCH_SIZE)),
+    )
+    sample = np.concatenate(
+        [pixels for pixels, _ in pixel_batches(files[: BATCH_SIZE * 4], size, BATCH_SIZE)]
+    )
+
+    def network() -> None:
+        for start in range(0, len(files), BATCH_SIZE):
+            count = min(BATCH_SIZE, len(files) - start)
+            rows = [(start + offset) % len(sample) for offset in range(count)]
+            classifier.predict_pixels(sample[rows], files[start : start + count])
+
+    timed(f"network ({classifier.engine})", network)
+    destination.mkdir(parents=True, exist_ok=True)
+    names = FreeNames(destination)
+    copies: list[Path] = []
+    timed(
+        "copies (written, checked against the hash, fsynced, named)",
+        lambda: copies.extend(
+            copy_without_overwriting(path, names, path.name, digest)
+            for path, digest in zip(files, digests, strict=True)
+        ),
+    )
+    manifest = Manifest(destination, classifier.labels)
+    scores = [1.0 / len(classifier.labels)] * len(classifier.labels)
+
+    def lines() -> None:  # as the sort writes them
+        for path, copy, digest in zip(files, copies, digests, strict=True):
+            manifest.add(path, copy, classifier.labels[0], digest, scores)
+            if manifest.unsynced >= SYNC_EVERY:
+                manifest.sync()
+        manifest.close()
+
+    timed(f"manifest lines (fsynced every {SYNC_EVERY})", lines)
+    print(json.dumps({"photos": len(files), "engine": classifier.engine, "stages": stages}))
+
+
 def _accuracy(output: str) -> str:
     match = re.search(r"Final test accuracy = ([\d.]+%) \(N=(\d+)\)", output)
     return f"{match.group(1)} (N={match.group(2)})" if match else "n/a"
@@ -217,10 +294,12 @@ def _epochs_run(output: str) -> int:
 
 def feature_speeds(tf_files: str, cache: str, backbone_name: str, every_engine: bool) -> None:
     """Print (as one JSON line) the table rows of feature extraction with each engine."""
-    from tensorguess.engines import engine_precision, resolved_engine
+    from tensorguess.engines import INT8_ENGINE, engine_precision, resolved_engine
 
     default = resolved_engine("auto")
     engines = [(default, f"{default} ({engine_precision(default)}, the default here)")]
+    if every_engine and default == "openvino":
+        engines.append((INT8_ENGINE, f"{INT8_ENGINE} (int8, scales from up to 300 photos)"))
     for engine in ("openvino-f32", "tensorflow") if every_engine else ():
         if engine != default and (engine != "openvino-f32" or default == "openvino"):
             engines.append((engine, f"{engine} (f32)"))
@@ -319,16 +398,7 @@ def run_benchmark(
     say("guessDir, ours (first and second run) and the 2016 loop...")
     sort = [*cli, "sort", str(tf_files), str(flat)]
     first = run_measured("guessDir (first)", [*sort, str(work / "sorted")])
-    legacy = run_measured(
-        "2016 loop",
-        _python(
-            "-c",
-            "from tensorguess.bench import legacy_sort; legacy_sort("
-            f"{str(tf_files / 'retrained_graph.pb')!r}, "
-            f"{str(tf_files / 'retrained_labels.txt')!r}, {str(flat)!r}, "
-            f"{str(work / 'sorted-2016')!r})",
-        ),
-    )
+    legacy = _legacy_step("2016 loop", tf_files, flat, work / "sorted-2016")
     runs = [("first run", first)]
     if not quick:
         runs.append(("second run", run_measured("guessDir (later)", [*sort, str(work / "again")])))
@@ -352,6 +422,10 @@ def run_benchmark(
             "",
         ),
     ]
+    say("guessDir's stages, each alone...")
+    rows += profile_rows(tf_files, flat, work / "profile", first.seconds)
+    if not quick:
+        rows += int8_rows(cli, tf_files, flat, work, backbone, count, say)
     if many:
         say(f"guessDir on {many} images...")
         folder = make_many(flat, work / "many", many)
@@ -366,6 +440,92 @@ def run_benchmark(
             )
         )
     return result
+
+
+def _legacy_step(name: str, tf_files: Path, source: Path, destination: Path) -> Step:
+    return run_measured(
+        name,
+        _python(
+            "-c",
+            "from tensorguess.bench import legacy_sort; legacy_sort("
+            f"{str(tf_files / 'retrained_graph.pb')!r}, "
+            f"{str(tf_files / 'retrained_labels.txt')!r}, {str(source)!r}, "
+            f"{str(destination)!r})",
+        ),
+    )
+
+
+def profile_rows(
+    tf_files: Path, flat: Path, work: Path, sort_seconds: float, label: str = "guessDir"
+) -> list[tuple[str, str, str]]:
+    """`stage_profile`'s stages as table rows (`label` first), and how far the whole sort is
+    from decoding alone."""
+    arguments = f"{str(tf_files)!r}, {str(flat)!r}, {str(work)!r}"
+    step = run_measured(
+        "stage profile",
+        _python("-c", f"from tensorguess.bench import stage_profile; stage_profile({arguments})"),
+    )
+    profile = json.loads(step.output.strip().splitlines()[-1])
+    photos, stages = profile["photos"], profile["stages"]
+    total = sum(seconds for _, seconds in stages)
+    rows = [
+        (
+            f"{label} stage alone: {name}",
+            f"{1000 * seconds / photos:.2f} ms/photo ({100 * seconds / total:.0f}%)",
+            f"{photos / seconds:.0f} photos/s alone",
+        )
+        for name, seconds in stages
+    ]
+    decoding = next(seconds for name, seconds in stages if name.startswith("decoding"))
+    rows.append(
+        (
+            f"{label} (whole command) / decoding alone",
+            f"{decoding / sort_seconds:.2f}",
+            f"decoding alone {photos / decoding:.0f} photos/s, same photos and threads",
+        )
+    )
+    return rows
+
+
+def int8_rows(
+    cli: list[str], tf_files: Path, flat: Path, work: Path, backbone: str, count: int, say
+) -> list[tuple[str, str, str]]:
+    """Train the default preset with `--engine openvino-int8`, then guessDir (int8 when the
+    check kept it) and the 2016 loop on that very graph."""
+    say("train with --engine openvino-int8, then guessDir and the 2016 loop on its graph...")
+    train = run_measured(
+        "train (int8)",
+        [*cli, "train", str(tf_files), "--backbone", backbone, "--engine", "openvino-int8"],
+    )
+    check = re.search(r"^int8: (.*)$", train.output, re.MULTILINE)
+    sort = run_measured(
+        "guessDir (int8)", [*cli, "sort", str(tf_files), str(flat), str(work / "int8")]
+    )
+    legacy = _legacy_step("2016 loop (int8 train's graph)", tf_files, flat, work / "int8-2016")
+    profile = profile_rows(tf_files, flat, work / "int8-profile", sort.seconds, "int8 guessDir")
+    return [
+        (
+            f"train --engine openvino-int8 (default preset's fine-tuning, {backbone})",
+            f"{train.seconds:.1f} s",
+            f"{_accuracy(train.output)}; {check.group(1) if check else 'no int8 check ran'}",
+        ),
+        (
+            "guessDir after it (wall, whole command)",
+            f"{count / sort.seconds:.1f} images/s",
+            f"{sort.seconds:.1f} s, peak RSS {sort.peak_rss_mb:.0f} MB",
+        ),
+        (
+            "old: 2016 per-image loop on the same graph",
+            f"{count / legacy.seconds:.1f} images/s",
+            f"{legacy.seconds:.1f} s",
+        ),
+        (
+            "ratio: 2016 loop / guessDir after the int8 train",
+            f"{legacy.seconds / sort.seconds:.1f}x",
+            "",
+        ),
+        *profile,
+    ]
 
 
 def render_markdown(result: BenchResult, command: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Protocol
 
@@ -21,6 +21,8 @@ import numpy as np
 from tensorguess.backbones import Backbone
 from tensorguess.engines import (
     FLOAT32,
+    INT8_ENGINE,
+    INT8_NEEDS_PHOTOS,
     cached_runner,
     engine_precision,
     freeze_pixels_function,
@@ -28,6 +30,7 @@ from tensorguess.engines import (
     resolved_engine,
     run_ahead,
 )
+from tensorguess.engines.int8 import INT8, Calibration
 from tensorguess.errors import TensorguessError
 from tensorguess.files import file_digest, write_bytes_atomic
 from tensorguess.images import DECODER_VERSION
@@ -61,8 +64,15 @@ class ComputeFeatures(Protocol):
 class BottleneckCache:
     """Feature vectors on disk, one `.npy` per distinct image content (and view of it)."""
 
-    def __init__(self, root: Path, backbone: Backbone, engine: str | None = None, view: str = ""):
-        self.folder = Path(root) / features_key(backbone, engine) / view
+    def __init__(
+        self,
+        root: Path,
+        backbone: Backbone,
+        engine: str | None = None,
+        view: str = "",
+        calibration: Calibration | None = None,
+    ):
+        self.folder = Path(root) / features_key(backbone, engine, calibration) / view
         self.feature_dim = backbone.feature_dim
 
     def path_for(self, digest: str) -> Path:
@@ -110,26 +120,38 @@ def _photos(count: int) -> str:
     return "photo" if count == 1 else "photos"
 
 
-def features_key(backbone: Backbone, engine: str | None = None) -> str:
+def features_key(
+    backbone: Backbone, engine: str | None = None, calibration: Calibration | None = None
+) -> str:
     """The cache folder name of `backbone`'s features as `engine` computes them.
 
     TensorFlow and OpenVINO in float32 agree within 1e-5 and share entries; a lower
-    precision (OpenVINO's bfloat16) gets its own, so the two never mix in one training set.
+    precision (OpenVINO's bfloat16) gets its own, so the two never mix in one training set;
+    int8 features also depend on the photos their scales were measured on (`calibration`).
     A new decoder (images.DECODER_VERSION) gives new pixels, hence new entries.
     """
     precision = engine_precision(resolved_engine(engine))
     key = f"{backbone.cache_key}-d{DECODER_VERSION}"
+    if precision == INT8 and calibration is not None:
+        return f"{key}-{precision}-{calibration.digest[:16]}"
     return key if precision == FLOAT32 else f"{key}-{precision}"
 
 
 @lru_cache(maxsize=4)
-def features_runner(backbone: Backbone, engine: str | None = None):
+def features_runner(
+    backbone: Backbone, engine: str | None = None, calibration: Calibration | None = None
+):
     """`run(pixels [B, S, S, 3]) -> features [B, D]` on the chosen engine, and that engine.
 
     Kept per backbone in the process, and converted models on disk: freezing the backbone
-    and converting it costs seconds, paid once per machine.
+    and converting it costs seconds, paid once per machine (an int8 one once per set of
+    `calibration` photos).
     """
     cache_key = _runner_key(backbone.cache_key)
+    if resolved_engine(engine) == INT8_ENGINE:
+        if calibration is None:
+            raise TensorguessError(INT8_NEEDS_PHOTOS)
+        cache_key = f"{cache_key}-{INT8}-{calibration.digest[:16]}"
     cached = cached_runner(cache_key, engine)
     if cached is not None:
         return cached[:2]
@@ -145,6 +167,7 @@ def features_runner(backbone: Backbone, engine: str | None = None):
         engine,
         cache_key=cache_key,
         whole_pixels=True,
+        calibration=calibration,
     )
 
 
@@ -155,6 +178,8 @@ def _runner_key(backbone_key: str) -> str:
 def features_runner_of(spec: str, image_size: int, backbone_key: str, engine: str | None = None):
     """`features_runner` of the backbone named `spec`, built only when no converted model of
     it is cached (a Ray worker, which knows the backbone by name and key, starts fast)."""
+    if resolved_engine(engine) == INT8_ENGINE:
+        raise TensorguessError(INT8_NEEDS_PHOTOS)
     cached = cached_runner(_runner_key(backbone_key), engine)
     if cached is not None:
         return cached[:2]
@@ -177,19 +202,20 @@ def compute_features(
     engine: str | None = None,
     view: PixelView | None = None,
     extract=None,
+    calibration: Calibration | None = None,
 ):
     """Yield (indices, vectors [B, D], reasons) for `paths`, batch by batch, in order.
 
     Decoding threads work ahead, and the backbone runs on the next batch while the caller
     stores this one (and the next batch's `view` is made). `extract` replaces the backbone's
-    kept runner (see `tuned_features`).
+    kept runner (see `tuned_features`); `calibration` is for `openvino-int8`.
     """
     from tensorguess.images import pixel_batches
 
     if not paths:
         return
     if extract is None:
-        extract, _ = features_runner(backbone, engine)
+        extract, _ = features_runner(backbone, engine, calibration)
     start = 0
     with progress_bar(len(paths), label or "Computing features", unit="img") as bar:
         batches = pixel_batches(paths, backbone.image_size, batch_size)
@@ -232,15 +258,20 @@ def cached_features(
     engine: str | None = None,
     view: PixelView | None = None,
     compute: ComputeFeatures | None = None,
+    calibration: Calibration | None = None,
 ) -> Features:
     """Features for `paths` (or for a `view` of them), from the cache where present,
     computed and stored otherwise.
 
     `digests` are the files' SHA-256 when the caller has them already (the scan does).
     `compute` computes the missing ones (default `compute_features`, here; a Ray cluster's
-    `cluster.ClusterFeatures` elsewhere); they are stored here either way.
+    `cluster.ClusterFeatures` elsewhere); they are stored here either way. `calibration`:
+    the photos `openvino-int8` measures its scales on (engines/int8.py).
     """
-    cache = BottleneckCache(cache_root, backbone, engine, view.cache_name if view else "")
+    name = view.cache_name if view else ""
+    cache = BottleneckCache(cache_root, backbone, engine, name, calibration)
+    if compute is None:
+        compute = partial(compute_features, calibration=calibration)
     vectors = np.zeros((len(paths), backbone.feature_dim), np.float32)
     ok = np.zeros(len(paths), bool)
     problems: dict[int, str] = {}
@@ -259,7 +290,7 @@ def cached_features(
     cached = int(ok.sum())
     todo = [indices[0] for indices in missing.values()]
     computed = 0
-    for positions, batch, reasons in (compute or compute_features)(
+    for positions, batch, reasons in compute(
         backbone, [paths[i] for i in todo], batch_size, engine=engine, view=view
     ):
         for position, vector, reason in zip(positions, batch, reasons, strict=True):

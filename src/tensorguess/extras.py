@@ -1,7 +1,8 @@
 """Optional extras: heavy packages only one feature needs, installed the first time it runs.
 
 `export` (tf2onnx, onnx, ONNX Runtime, LiteRT: about 170 MB) serves `tensorguess export`,
-`train.sh --export` and `--model FILE.tflite|FILE.onnx`. In a source checkout (what the
+`train.sh --export` and `--model FILE.tflite|FILE.onnx`. `int8` (NNCF, about 20 MB beside
+what tensorguess has already) serves `train --engine openvino-int8`. In a source checkout (what the
 wrappers run) the first use installs `tensorguess[export]` into the running environment
 with the pins of constraints.txt, saying so in one line; the Docker image has it already.
 """
@@ -22,6 +23,7 @@ EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
         ("tf2onnx", "onnx", "onnxruntime", "ai_edge_litert"),
         "tf2onnx, onnx, onnxruntime, ai-edge-litert",
     ),
+    "int8": (("nncf",), "nncf"),
 }
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,6 +9,7 @@ TF_FILES is refused at once rather than after both have started working.
 from __future__ import annotations
 
 import gc
+import hashlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -89,7 +90,7 @@ def _train(
     from tensorguess.augment import describe_views, distorted_features
     from tensorguess.backbones import get_backbone
     from tensorguess.bottlenecks import cached_features
-    from tensorguess.engines import engine_precision, resolved_engine
+    from tensorguess.engines import INT8_ENGINE, engine_precision, resolved_engine
     from tensorguess.evaluate import evaluate_images, summary_lines
     from tensorguess.export import export_model, record_test_accuracy
     from tensorguess.head import SplitData, train_head
@@ -100,15 +101,34 @@ def _train(
         from tensorguess.fine_tune import split_backbone
 
         split_backbone(backbone, options.fine_tune.blocks)  # refuse now, not after the features
-    engine = resolved_engine(options.engine)
+    feature_engine = resolved_engine(options.engine)
+    # int8: the head learns from int8 features (their scales measured on training photos),
+    # the exported classifier is quantised and checked after the export (quantize.py); what
+    # changes the backbone's weights (fine-tuning) and the float fallback use OpenVINO's
+    # float precision.
+    int8 = feature_engine == INT8_ENGINE
+    engine = "openvino" if int8 else feature_engine
+    calibration = None
+    if int8:
+        if compute is not None:
+            raise TensorguessError(
+                "--engine openvino-int8 computes its features on this machine: drop --ray"
+            )
+        from tensorguess.engines.int8 import calibration_photos
+
+        training = list(scan.split(TRAIN))
+        calibration = calibration_photos(
+            [image.path for image in training], [image.digest for image in training]
+        )
     cache_root = options.bottleneck_dir or tf_files / BOTTLENECK_DIR
     features = cached_features(
         backbone,
         [image.path for image in scan.images],
         cache_root,
         digests=[image.digest for image in scan.images],
-        engine=engine,
+        engine=feature_engine,
         compute=compute,
+        calibration=calibration,
     )
     say(f"Features: {features.describe()} ({backbone.name})")
     skipped = [(str(path), reason) for path, reason in scan.skipped]
@@ -141,8 +161,9 @@ def _train(
             cache_root,
             distortions,
             digests=[image.digest for image in photos[TRAIN]],
-            engine=engine,
+            engine=feature_engine,
             compute=compute,
+            calibration=calibration,
         )
         splits[TRAIN].views = views.vectors
         say(
@@ -197,17 +218,23 @@ def _train(
         details,
         options.flip_average,
     )
+    outputs = [exported.graph, exported.labels, exported.saved_model, exported.metadata]
+    if int8:
+        from tensorguess.engines.int8 import INT8_FOLDER
+
+        check = _quantize(tf_files, exported.graph, precision, calibration, photos, label_index)
+        say(check.describe())
+        outputs += [tf_files / INT8_FOLDER] if check.kept else []
     # The test photos go through the exported model, as guess.sh runs it (its engine and
     # precision, the mirror-image average): the accuracy printed is the one a user gets.
     # Loading it also converts it for OpenVINO while TensorFlow is loaded anyway, so the
     # next guess.sh or guessDir.sh starts in about a second.
-    classifier = load_classifier(tf_files, engine=options.engine)
+    classifier = load_classifier(tf_files, engine=None if int8 else options.engine)
     evaluation = evaluate_images(classifier, [(image.path, image.label) for image in photos[TEST]])
     record_test_accuracy(tf_files, evaluation.accuracy, evaluation.count)
     for line in summary_lines(evaluation, "Final test accuracy", MISTAKES_SHOWN):
         say(line)
     checkup = _check_data(scan, features, say)
-    outputs = [exported.graph, exported.labels, exported.saved_model, exported.metadata]
     if options.summaries_dir:
         from tensorguess.report import write_summaries
 
@@ -215,7 +242,8 @@ def _train(
     if options.report:
         from tensorguess.report import REPORT_FILE, training_facts, write_report
 
-        settings = [*options.describe(), ("engine", f"{engine} ({precision})")]
+        features_in = f"{feature_engine} ({engine_precision(feature_engine)})"
+        settings = [*options.describe(), ("engine", features_in)]
         facts = training_facts(backbone, splits, evaluation, settings, time.monotonic() - started)
         title = f"tensorguess: {tf_files.resolve().name}"
         outputs += write_report(
@@ -235,6 +263,26 @@ def _train(
         seconds=time.monotonic() - started,
         evaluation=evaluation,
         checkup=checkup,
+    )
+
+
+def _quantize(
+    tf_files: Path, graph: Path, precision: str, calibration, photos: dict, label_index: dict
+):
+    """The exported graph quantised to int8 and checked on the validation photos (quantize.py)."""
+    from tensorguess.predict import detect_layout, read_graph, read_model_bytes
+    from tensorguess.quantize import quantize_classifier
+
+    data = read_model_bytes(graph)
+    graph_def = read_graph(graph, data)
+    return quantize_classifier(
+        tf_files,
+        graph_def,
+        detect_layout(graph_def),
+        hashlib.sha256(data).hexdigest(),
+        precision,
+        calibration,
+        [(image.path, label_index[image.label]) for image in photos[VALIDATION]],
     )
 
 

@@ -21,13 +21,19 @@ import numpy as np
 
 from tensorguess.engines import (
     FLOAT32,
+    INT8_ENGINE,
     OPENVINO_BATCH,
     cached_runner,
+    compiled_runner,
     graph_runner,
     import_tensorflow_quietly,
+    openvino_core,
+    requested_engine,
+    resolved_engine,
     run_ahead,
     tensorflow_runner,
 )
+from tensorguess.engines.int8 import INT8_FOLDER, load_int8_model
 from tensorguess.errors import TensorguessError, first_line
 from tensorguess.images import UnreadableImage, label_image_pixels, pixel_batches
 from tensorguess.model_files import (
@@ -282,7 +288,8 @@ class Classifier:
         cache_key = hashlib.sha256(
             data + json.dumps(overrides, sort_keys=True).encode()
         ).hexdigest()
-        cached = cached_runner(cache_key, engine, self.precision)
+        int8 = self._int8_runner(engine) if not overrides else None
+        cached = int8 or cached_runner(cache_key, engine, self.precision)
         if cached is not None:
             self._run, self.engine, notes = cached
             self.layout = GraphLayout(**notes)
@@ -294,6 +301,26 @@ class Classifier:
                 raise TensorguessError(f"{graph_path}: {error}") from None
             self._run, self.engine = self._runner(graph_def, engine, cache_key)
         self.novelty_threshold = threshold if self.layout.novelty_layer else None
+
+    def _int8_runner(self, engine: str | None) -> tuple | None:
+        """(run, "openvino-int8", layout notes) of the int8 model train kept beside this very
+        graph, when `engine` asks for it or `auto` may use it; None otherwise."""
+        asked = requested_engine(engine)
+        if asked not in ("auto", INT8_ENGINE):
+            return None
+        if asked == "auto" and resolved_engine(asked, self.precision) == "tensorflow":
+            return None
+        folder = self.graph_path.parent / INT8_FOLDER
+        found = load_int8_model(folder, self.graph_sha256) if openvino_core() else None
+        if found is None:
+            if asked == INT8_ENGINE:
+                raise TensorguessError(
+                    f"{folder}: no int8 model of {self.graph_path.name}; train with --engine "
+                    "openvino-int8 (it keeps one when its validation accuracy allows)"
+                )
+            return None
+        model, notes = found
+        return compiled_runner(model, float32=False), INT8_ENGINE, notes["layout"]
 
     def _runner(self, graph_def, engine: str | None, cache_key: str):
         import tensorflow as tf

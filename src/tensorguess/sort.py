@@ -6,20 +6,24 @@ best score is under it `unsure-<label>-<score>.<ext>` (unknown wins when both ap
 
 Users trust this with their only copy of a folder, so:
 
-- Nothing is ever overwritten. A copy is written in full under a temporary name,
-  checked against the source's SHA-256, then linked to a free final name (`os.link`
-  fails rather than replace), so two files can never claim one name.
+- Nothing is ever overwritten. A copy is written in full under a temporary name, hashed
+  as it is written and checked against the SHA-256 the source had when it was listed,
+  fsynced, then linked to a free final name (`os.link` fails rather than replace), so two
+  files can never claim one name.
 - SRC is only read, unless `--move` is given; then a source is deleted only after its
   copy in DEST is verified (same size and SHA-256) and listed in the manifest, and only
   if the source has not changed since it was hashed.
 - Every image is sorted exactly once, across reruns and killed runs. The manifest
-  (DEST/manifest.csv) gains one complete, fsynced line per copy, holding the source's
-  absolute path and SHA-256; a rerun skips what it lists. A run killed after linking
-  a copy but before writing its line leaves an *orphan*: a file named like our copies
-  that no manifest lists. A rerun hashes those (there are none after a clean run) and
-  adopts an orphan with the same content instead of copying the source again. A
-  half-written last line (power cut) is dropped, so its copy becomes such an orphan too.
-  Temporaries of killed runs are removed.
+  (DEST/manifest.csv) gains one complete line per copy, holding the source's absolute
+  path and SHA-256, written through to the system as soon as its copy has its name (a
+  killed process loses none); a rerun skips what it lists. The lines are fsynced once
+  per `SYNC_EVERY` copies, at the end, and always before a `--move` removes a source.
+  A run killed after linking a copy but before writing its line leaves an *orphan*: a
+  file named like our copies that no manifest lists. A rerun hashes those (there are none
+  after a clean run) and adopts an orphan with the same content instead of copying the
+  source again. A power cut can take the lines written since the last fsync, or leave a
+  half-written last line (dropped): their copies, each fsynced before its line was
+  written, become such orphans too. Temporaries of killed runs are removed.
 - One sort at a time writes into a DEST (`.tensorguess.lock`, removed at the end).
 - The predictions come from a classifier here or from Ray workers (`--ray`, cluster.py);
   either way only this loop, on this machine, writes into DEST.
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import hashlib
 import os
 import re
 import shutil
@@ -46,6 +51,9 @@ from tensorguess.predict import Scorer
 from tensorguess.progress import progress_bar
 
 MANIFEST = "manifest.csv"
+# Manifest lines between fsyncs: one per batch of copies rather than one per copy (each
+# costs a journal commit); a power cut's lost lines are recovered as orphans.
+SYNC_EVERY = 64
 MANIFEST_COLUMNS = ["source", "destination", "label", "score", "sha256"]
 UNSURE = "unsure"
 UNKNOWN = "unknown"
@@ -186,16 +194,21 @@ def copy_without_overwriting(
 ) -> Path:
     """Copy `source` into the folder of `names` as `name`, or `stem-1.ext`... if taken.
 
-    With `digest`, the copy is checked against it before it gets its name.
+    With `digest`, the bytes copied are hashed as they are written (one read of the
+    source, none of the copy) and checked against it before the copy gets its name.
     """
     handle, temporary_name = tempfile.mkstemp(prefix=_TEMPORARY, dir=names.folder)
-    os.close(handle)
     temporary = Path(temporary_name)
     try:
-        shutil.copy2(source, temporary)
-        with open(temporary, "rb+") as stream:
-            os.fsync(stream.fileno())  # on disk before the manifest (and --move) count on it
-        if digest is not None and file_digest(temporary) != digest:
+        hashed = hashlib.sha256()
+        with open(source, "rb") as reading, os.fdopen(handle, "wb") as writing:
+            for block in iter(lambda: reading.read(1 << 20), b""):
+                hashed.update(block)
+                writing.write(block)
+            writing.flush()
+            shutil.copystat(source, temporary)
+            os.fsync(writing.fileno())  # on disk before the manifest (and --move) count on it
+        if digest is not None and hashed.hexdigest() != digest:
             raise SourceChanged(source)
         return names.claim(temporary, name)
     finally:
@@ -234,6 +247,7 @@ class Manifest:
         self.destination = destination
         self.path = self._free_path(destination)
         self.sorted: dict[tuple[str, str], Path] = {}
+        self.unsynced = 0
         new = not self.path.exists()
         if not new:
             _drop_cut_line(self.path)
@@ -263,7 +277,8 @@ class Manifest:
     def add(
         self, source: Path, destination: Path, label: str, digest: str, scores: Sequence[float]
     ) -> None:
-        """Append one complete line and flush it, so a killed run keeps what it did."""
+        """Append one complete line and flush it, so a killed run keeps what it did
+        (`sync` puts it on disk)."""
         best = max(scores)
         row = [
             str(source.resolve()),
@@ -275,12 +290,21 @@ class Manifest:
         ]
         self._writer.writerow(row)
         self._stream.flush()
-        os.fsync(self._stream.fileno())
+        self.unsynced += 1
         self.sorted[(row[0], digest)] = destination
 
+    def sync(self) -> None:
+        """Put every line written so far on disk."""
+        if self.unsynced:
+            os.fsync(self._stream.fileno())
+            self.unsynced = 0
+
     def close(self) -> None:
-        """Close the file."""
-        self._stream.close()
+        """Put the last lines on disk and close the file."""
+        try:
+            self.sync()
+        finally:
+            self._stream.close()
 
 
 def _drop_cut_line(path: Path) -> None:
@@ -424,6 +448,18 @@ def _sort_into(
                 report.moved += 1
     orphans = orphan_copies(destination, classifier.labels)
     names = FreeNames(destination)
+    copied_sources: list[tuple[Path, Path]] = []  # --move: removed once their lines are synced
+
+    def settle() -> None:
+        manifest.sync()
+        for path, copied in copied_sources:
+            reason = remove_verified_source(path, copied, *known[path])
+            if reason:
+                report.skipped.append((path, reason))
+            else:
+                report.moved += 1
+        copied_sources.clear()
+
     with progress_bar(len(todo), "Sorting", unit="img") as bar:
         for prediction in classifier.classify(todo, batch_size):
             bar.update(1)
@@ -454,8 +490,7 @@ def _sort_into(
             report.unsure += unsure
             report.unknown += novel
             if move:
-                reason = remove_verified_source(path, copied, *known[path])
-                if reason:
-                    report.skipped.append((path, reason))
-                else:
-                    report.moved += 1
+                copied_sources.append((path, copied))
+            if manifest.unsynced >= SYNC_EVERY:
+                settle()
+        settle()

@@ -22,6 +22,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from tensorguess.engines.int8 import INT8, Calibration, quantized
 from tensorguess.engines.openvino import (
     FLOAT32,
     OPENVINO_BATCH,
@@ -43,16 +44,24 @@ from tensorguess.engines.tensorflow import (
 )
 from tensorguess.errors import TensorguessError, first_line
 
-ENGINES = ("auto", "openvino", "openvino-f32", "tensorflow")
+ENGINES = ("auto", "openvino", "openvino-f32", "openvino-int8", "tensorflow")
 ENGINE_VARIABLE = "TENSORGUESS_ENGINE"
+INT8_ENGINE = "openvino-int8"
+INT8_NEEDS_PHOTOS = (
+    "openvino-int8 runs models quantised on training photos (train --engine openvino-int8 "
+    "makes them); use --engine openvino here"
+)
 ENGINE_HELP = (
     "what runs the network: auto (the default, or $TENSORGUESS_ENGINE) is OpenVINO on a "
     "CPU and TensorFlow when it sees a GPU; openvino computes in OpenVINO's fastest "
-    "precision (bfloat16 on CPUs with AMX), openvino-f32 and tensorflow in float32"
+    "precision (bfloat16 on CPUs with AMX), openvino-f32 and tensorflow in float32, "
+    "openvino-int8 a classifier quantised to int8 by train --engine openvino-int8"
 )
 ENGINE_HELP_TRAIN = (
     f"{ENGINE_HELP}. The features' precision is recorded in tensorguess.json, and guess.sh "
-    "and guessDir.sh run the model in it"
+    "and guessDir.sh run the model in it. openvino-int8 (installs NNCF on first use): int8 "
+    "features, scales measured on 300 training photos, and the exported classifier in int8, "
+    "kept only within 0.5 points of the float model's validation accuracy"
 )
 ENGINE_HELP_MODEL = (
     f"{ENGINE_HELP}. Under auto a model runs in the precision its head was trained on "
@@ -65,14 +74,18 @@ __all__ = [
     "ENGINE_HELP_MODEL",
     "ENGINE_HELP_TRAIN",
     "FLOAT32",
+    "INT8_ENGINE",
+    "INT8_NEEDS_PHOTOS",
     "OPENVINO_BATCH",
     "Runner",
     "cached_runner",
+    "compiled_runner",
     "engine_precision",
     "freeze_pixels_function",
     "graph_runner",
     "import_tensorflow_quietly",
     "muted_stderr",
+    "openvino_core",
     "quiet_tensorflow_logger",
     "requested_engine",
     "resolved_engine",
@@ -116,7 +129,9 @@ def resolved_engine(engine: str | None = None, precision: str | None = None) -> 
 
 
 def engine_precision(engine: str) -> str:
-    """The arithmetic a resolved engine uses: `f32`, or OpenVINO's own choice (`bf16`...)."""
+    """The arithmetic a resolved engine uses: `f32`, `i8`, or OpenVINO's own choice (`bf16`...)."""
+    if engine == INT8_ENGINE:
+        return INT8
     return native_precision() if engine == "openvino" else FLOAT32
 
 
@@ -131,6 +146,7 @@ def graph_runner(
     cache_key: str | None = None,
     notes: dict | None = None,
     whole_pixels: bool = False,
+    calibration: Calibration | None = None,
 ) -> tuple[Runner, str]:
     """(run, engine used): `run(pixels [B, *shape]) -> [B, ...]` over the frozen graph (a tuple
     of outputs when `output_name` is a sequence of names).
@@ -139,10 +155,13 @@ def graph_runner(
     and runs it `batch` images at a time (1 for the old tools' graphs, built for one image).
     With `cache_key`, the converted model is kept (with `notes`) for `cached_runner`.
     `whole_pixels`: the input takes pixel values 0-255 as they are (our graphs, the
-    backbones), so OpenVINO can take the decoder's uint8.
+    backbones), so OpenVINO can take the decoder's uint8. Under `openvino-int8` the model is
+    quantised, its scales measured on the `calibration` photos (engines/int8.py).
     """
     asked = requested_engine(engine)
     engine = resolved_engine(asked, precision)
+    if engine == INT8_ENGINE and calibration is None:
+        raise TensorguessError(INT8_NEEDS_PHOTOS)
     if engine.startswith("openvino"):
         try:
             outputs = [output_name] if isinstance(output_name, str) else list(output_name)
@@ -153,6 +172,8 @@ def graph_runner(
                     f"OpenVINO cannot run this graph ({first_line(error)}); use --engine tensorflow"
                 ) from None
         else:
+            if calibration is not None and engine == INT8_ENGINE:
+                model = quantized(model, calibration, shape[:2])
             if cache_key:
                 store_converted(cache_key, model, notes or {})
             return compiled_runner(model, float32=engine == "openvino-f32"), engine

@@ -41,6 +41,7 @@ _TF_FILES_NAMES = (
     "ExportedModel",
     "classifier_function",
     "record_test_accuracy",
+    "update_metadata",
     "decode_for_graph",
     "export_model",
     "frozen_graph",

@@ -173,9 +173,14 @@ def _build_saved_model(folder, core, core_input, core_outputs, size, labels) -> 
 
 def record_test_accuracy(tf_files: Path, accuracy: float | None, count: int) -> None:
     """Put the exported model's own test accuracy into tensorguess.json (atomically)."""
+    update_metadata(tf_files, test_accuracy=accuracy, test_count=count)
+
+
+def update_metadata(tf_files: Path, **fields) -> None:
+    """Set `fields` in tensorguess.json (atomically), keeping the rest."""
     path = Path(tf_files) / METADATA_FILE
     metadata = json.loads(path.read_text(encoding="utf-8"))
-    metadata.update(test_accuracy=accuracy, test_count=count)
+    metadata.update(fields)
     write_text_atomic(path, json.dumps(metadata, indent=2) + "\n")
 
 

@@ -1,0 +1,80 @@
+"""int8: train --engine openvino-int8 quantises the features and the exported classifier, keeps
+the classifier only when it passes the validation check, and guess/guessDir run it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+from helpers import make_tf_files, one_line_error, tensorguess
+from tensorguess import quantize
+from tensorguess.engines.int8 import calibration_photos
+from tensorguess.files import file_digest
+from tensorguess.predict import detect_layout, load_classifier, read_graph, read_model_bytes
+
+
+def test_an_int8_train_keeps_a_checked_int8_classifier_that_guessdir_runs(tmp_path, monkeypatch):
+    tf_files = make_tf_files(tmp_path / "tf_files", per_label=12)
+    cache = tmp_path / "features"
+    train = tensorguess(
+        "train", tf_files, "--engine", "openvino-int8", "--preset", "fast", "--epochs", "10",
+        "--validation_percentage", "25", "--testing_percentage", "20", "--no_report",
+        "--bottleneck_dir", cache, TENSORGUESS_PROGRESS="0",
+    )  # fmt: skip
+    # The log states the check (both accuracies, the verdict), and nothing of NNCF's own.
+    assert "Statistics collection" not in train.stdout + train.stderr
+    check = re.search(
+        r"^int8: validation accuracy ([\d.]+)% against ([\d.]+)% in \w+ .*; kept",
+        train.stdout,
+        re.M,
+    )
+    assert check, train.stdout
+    recorded = json.loads((tf_files / "tensorguess.json").read_text())["int8"]
+    assert recorded["kept"] and recorded["int8_accuracy"] >= recorded["float_accuracy"] - 0.5
+    assert (tf_files / "openvino-int8" / "model.xml").is_file()
+    # The head learned from int8 features, cached apart from float ones (by their calibration).
+    assert [folder.name.split("-d1-")[1][:3] for folder in cache.iterdir()] == ["i8-"]
+
+    # guess.sh and guessDir.sh load it under auto (and when asked for), and it labels photos.
+    for engine in (None, "openvino-int8"):
+        classifier = load_classifier(tf_files, engine=engine)
+        assert classifier.engine == "openvino-int8"
+    squares = sorted((tf_files / "data" / "square").iterdir())
+    labels = [p.ranked(classifier.labels, 1)[0][0] for p in classifier.classify(squares)]
+    assert labels == ["square"] * 12
+
+    # One that fails the check is not kept, and guessDir goes back to the float model.
+    monkeypatch.setattr(quantize, "MAX_ACCURACY_DROP", -200.0)  # int8 must gain 200 points
+    assert not _check_again(tf_files).kept
+    assert json.loads((tf_files / "tensorguess.json").read_text())["int8"]["kept"] is False
+    assert not (tf_files / "openvino-int8").exists()
+    assert load_classifier(tf_files).engine != "openvino-int8"
+
+
+def _check_again(tf_files: Path) -> quantize.Int8Check:
+    """quantize.py's step of train, run again on the trained graph."""
+    graph = tf_files / "retrained_graph.pb"
+    data = read_model_bytes(graph)
+    graph_def = read_graph(graph, data)
+    photos = sorted((tf_files / "data").glob("*/*.jpg"))
+    metadata = json.loads((tf_files / "tensorguess.json").read_text())
+    labels = metadata["labels"]
+    return quantize.quantize_classifier(
+        tf_files,
+        graph_def,
+        detect_layout(graph_def),
+        hashlib.sha256(data).hexdigest(),
+        metadata["precision"],
+        calibration_photos(photos, [file_digest(photo) for photo in photos]),
+        [(photo, labels.index(photo.parent.name)) for photo in photos[::3]],
+    )
+
+
+def test_asking_for_int8_where_train_kept_none_is_one_line(trained):
+    tf_files, _ = trained
+    photo = next((tf_files / "data" / "circle").iterdir())
+    result = tensorguess("guess", tf_files, photo, "--engine", "openvino-int8", check=False)
+    one_line_error(result, "openvino-int8", "train with --engine openvino-int8")
+    assert not Path(tf_files / "openvino-int8").exists()
