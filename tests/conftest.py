@@ -3,6 +3,8 @@ model trained once per session."""
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import shutil
 import subprocess
@@ -48,12 +50,25 @@ def superheroes_model(tmp_path_factory) -> tuple[Path, subprocess.CompletedProce
     ../shared."""
     if not SUPERHEROES.is_dir():
         pytest.skip("../shared/datasets/superheroes is not present")
-    tf_files = tmp_path_factory.mktemp("superheroes") / "tf_files"
-    (tf_files / "data").mkdir(parents=True)
-    for label_folder in (SUPERHEROES / "train").iterdir():
-        (tf_files / "data" / label_folder.name).symlink_to(label_folder, target_is_directory=True)
-    # Three of the six epochs: validation accuracy stops moving after the second or third.
-    result = wrapper(
-        "train.sh", tf_files, "--backbone", "efficientnet_lite0", "--fine_tune_epochs", "3"
-    )
-    return tf_files, result
+    # Under pytest-xdist (test.sh), the workers' folders share a parent: the first worker to
+    # get here trains, the other waits for it and reuses the model.
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    folder = root / "superheroes"
+    tf_files, record = folder / "tf_files", folder / "train.json"
+    with open(root / "superheroes.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not record.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            (tf_files / "data").mkdir(parents=True)
+            for label in (SUPERHEROES / "train").iterdir():
+                (tf_files / "data" / label.name).symlink_to(label, target_is_directory=True)
+            # Three of the six epochs: validation accuracy stops moving after the second.
+            result = wrapper(
+                "train.sh", tf_files, "--backbone", "efficientnet_lite0", "--fine_tune_epochs", "3"
+            )
+            arguments = [str(argument) for argument in result.args]
+            record.write_text(json.dumps([arguments, result.stdout, result.stderr]))
+    arguments, stdout, stderr = json.loads(record.read_text())
+    return tf_files, subprocess.CompletedProcess(arguments, 0, stdout, stderr)

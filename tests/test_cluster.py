@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -156,16 +157,20 @@ class LoopbackCluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster():
     if shutil.which("unshare") is None or shutil.which("nsenter") is None:
         pytest.skip("needs unshare and nsenter (util-linux) to keep Ray on loopback")
     if subprocess.run(["unshare", "--net", "true"], capture_output=True).returncode != 0:
         pytest.skip("needs a network namespace of its own (root) to keep Ray on loopback")
-    started = LoopbackCluster(tmp_path_factory.mktemp("cluster"))
+    # A short folder: Ray's socket paths under it must stay within AF_UNIX's 107 bytes, which
+    # pytest's own temporary folders (deeper still under xdist) can exceed.
+    folder = Path(tempfile.mkdtemp(prefix="tg-ray-"))
+    started = LoopbackCluster(folder)
     try:
         yield started
     finally:
         started.stop()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
