@@ -24,9 +24,8 @@ from tensorguess.engines.int8 import (
     Calibration,
     quantized,
     remove_int8_model,
-    store_int8_model,
 )
-from tensorguess.engines.openvino import convert, native_precision
+from tensorguess.engines.openvino import convert, native_precision, save_model_folder
 from tensorguess.errors import TensorguessError
 from tensorguess.export import update_metadata
 from tensorguess.images import pixel_batches
@@ -106,6 +105,6 @@ def quantize_classifier(
     )
     if check.kept:
         notes = {"graph_sha256": graph_sha256, "layout": asdict(layout), **asdict(check)}
-        store_int8_model(folder, int8_model, notes)
+        save_model_folder(folder, int8_model, notes)
     update_metadata(tf_files, int8=asdict(check))
     return check

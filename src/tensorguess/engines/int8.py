@@ -20,7 +20,6 @@ import io
 import json
 import logging
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,6 @@ from pathlib import Path
 import numpy as np
 
 from tensorguess.engines.openvino import OPENVINO_BATCH, openvino_core
-from tensorguess.files import replace_directory_atomic
 
 INT8 = "i8"
 INT8_FOLDER = "openvino-int8"
@@ -85,19 +83,6 @@ def quantized(model, calibration: Calibration, size: tuple[int, int]):
             preset=nncf.QuantizationPreset.PERFORMANCE,
             ignored_scope=nncf.IgnoredScope(types=["MatMul"], validate=False),
         )
-
-
-def store_int8_model(folder: Path, model, notes: dict) -> None:
-    """Write `model` and its `notes` into `folder`, replacing an older one whole."""
-    import openvino
-
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".tmp-{folder.name}.", dir=folder.parent) as scratch:
-        built = Path(scratch) / "model"
-        built.mkdir()
-        openvino.save_model(model, str(built / "model.xml"), compress_to_fp16=False)
-        (built / "notes.json").write_text(json.dumps(notes, indent=2) + "\n", encoding="utf-8")
-        replace_directory_atomic(built, folder)
 
 
 def remove_int8_model(folder: Path) -> None:

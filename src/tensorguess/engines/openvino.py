@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from tensorguess.engines.tensorflow import Runner
-from tensorguess.files import cache_directories, cache_directory
+from tensorguess.files import cache_directories, cache_directory, replace_directory_atomic
 
 # OpenVINO runs fixed-shape batches: one shape compiles once and runs fastest. Eight images
 # per request, two requests at a time, measured best on 2 cores (docs/benchmarks.md).
@@ -181,22 +181,26 @@ def load_converted(cache_key: str) -> tuple[object, dict] | None:
 
 def store_converted(cache_key: str, model, notes: dict) -> None:
     """Keep a converted model, whole or not at all; a read-only cache just goes without."""
-    import openvino
-
     root = cache_directory("openvino")
-    folder = root / _entry_name(cache_key)
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".tmp-", dir=root) as scratch:
-            built = Path(scratch) / "model"
-            built.mkdir()
-            openvino.save_model(model, str(built / "model.xml"), compress_to_fp16=False)
-            (built / "notes.json").write_text(json.dumps(notes), encoding="utf-8")
-            shutil.rmtree(folder, ignore_errors=True)
-            os.replace(built, folder)
+        save_model_folder(root / _entry_name(cache_key), model, notes)
         prune(root)
     except OSError:
         pass
+
+
+def save_model_folder(folder: Path, model, notes: dict) -> None:
+    """Write `model` (model.xml and .bin) and its `notes` (notes.json) into `folder`, whole or
+    not at all, replacing an older one."""
+    import openvino
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".tmp-{folder.name}.", dir=folder.parent) as scratch:
+        built = Path(scratch) / "model"
+        built.mkdir()
+        openvino.save_model(model, str(built / "model.xml"), compress_to_fp16=False)
+        (built / "notes.json").write_text(json.dumps(notes, indent=2) + "\n", encoding="utf-8")
+        replace_directory_atomic(built, folder)
 
 
 def prune(root: Path) -> None:
