@@ -8,7 +8,7 @@ import json
 import re
 import shutil
 
-from helpers import LABELS, draw_photos, make_tf_files, one_line_error, wrapper
+from helpers import LABELS, draw_photos, make_tf_files, one_line_error, tensorguess, wrapper
 
 SCORE_LINE = re.compile(r"^(\S+) \(score = (\d\.\d{5})\)$")
 
@@ -183,3 +183,18 @@ def test_scripts_explain_their_usage_in_their_own_names():
     sort_help = " ".join(wrapper("guessDir.sh", "--help").stdout.split())
     for words in ("SRC the folder of images to sort", "DEST where the renamed copies"):
         assert words in sort_help
+
+
+def test_sample_data_is_the_same_photos_for_the_same_seed(tmp_path):
+    """Every photo drawn from a seed, noise included, so a run is reproducible (and the
+    suite's drawn photos, and so their train/test split, are the same in every worker)."""
+    digests = []
+    for run in ("first", "second"):
+        tensorguess("sample-data", tmp_path / run, "--per_label", "3")
+        photos = sorted(path for path in (tmp_path / run).rglob("*.jpg"))
+        assert len(photos) == 3 * 3 + 3 * 4
+        digests.append([hashlib.sha256(path.read_bytes()).hexdigest() for path in photos])
+    assert digests[0] == digests[1] and len(set(digests[0])) == len(digests[0])
+    tensorguess("sample-data", tmp_path / "other", "--per_label", "3", "--seed", "1")
+    other = sorted((tmp_path / "other").rglob("*.jpg"))
+    assert hashlib.sha256(other[0].read_bytes()).hexdigest() not in digests[0]

@@ -7,6 +7,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from tensorguess.errors import TensorguessError
@@ -29,7 +30,12 @@ class SampleDataset:
 def draw_shape(shape: str, rng: random.Random, size: int = SIZE) -> Image.Image:
     """One photo-like picture: a coloured `shape` on a noisy, tinted background."""
     background = tuple(rng.randrange(90, 256) for _ in range(3))
-    image = Image.effect_noise((size, size), rng.uniform(10, 40)).convert("RGB")
+    # The noise from `rng` too (Pillow's effect_noise draws from C's rand(), unseeded): the
+    # same seed gives the same photo in every process.
+    noise = np.random.default_rng(rng.getrandbits(64)).normal(
+        128, rng.uniform(10, 40), (size, size)
+    )
+    image = Image.fromarray(np.clip(noise, 0, 255).astype(np.uint8)).convert("RGB")
     image = Image.blend(image, Image.new("RGB", (size, size), background), 0.75)
     draw = ImageDraw.Draw(image)
     colour = tuple(rng.randrange(0, 120) for _ in range(3))
