@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import sys
 
+import pytest
+
 from helpers import ROOT, run
 
 MIRRORED = """
@@ -88,3 +90,110 @@ def test_mirrored_fine_tuning_on_two_devices_lands_where_one_device_does(tmp_pat
     # The backbone itself was tuned (the export freezes its weights), on both runs alike.
     assert one["backbone_changed"] > 1e-5
     assert abs(one["backbone_changed"] - two["backbone_changed"]) < 1e-4
+
+
+def _tiny_splits(folder, backbone):
+    """Circles and squares: (train, validation, test) as LabelledPaths and as SplitData."""
+    import numpy as np
+    import tensorflow as tf
+
+    from helpers import draw_photos
+    from tensorguess.fine_tune import LabelledPaths
+    from tensorguess.head import SplitData
+    from tensorguess.images import pixel_batches
+
+    splits = []
+    for name, count, seed in (("train", 8, 1), ("validation", 4, 2), ("test", 4, 3)):
+        paths = [
+            *draw_photos(folder / name, "circle", count, seed),
+            *draw_photos(folder / name, "square", count, seed),
+        ]
+        labels = np.array([0] * count + [1] * count)
+        pixels = next(pixel_batches(paths, backbone.image_size, len(paths)))[0]
+        features = backbone.features(tf.constant(pixels, tf.float32)).numpy()
+        splits.append((LabelledPaths(paths, labels), SplitData(features, labels)))
+    return splits
+
+
+def test_mirror_images_are_fine_tuned_from_stored_boundaries_not_a_backbone_per_epoch(
+    tmp_path, monkeypatch
+):
+    """--flip_left_right alone: the frozen bottom runs once on each training photo's mirror
+    image too, and every epoch picks one of the two: the whole backbone never runs per epoch.
+    The stored mirror boundaries are those of the mirrored photo files themselves."""
+    import numpy as np
+
+    from tensorguess import fine_tune as module
+    from tensorguess.backbones import get_backbone
+    from tensorguess.head import train_head
+    from tensorguess.images import pixel_batches
+    from tensorguess.options import DistortionOptions, FineTuneOptions, HeadOptions
+
+    backbone = get_backbone("efficientnet_lite0", 64)
+    splits = _tiny_splits(tmp_path, backbone)
+    head_options = HeadOptions(epochs=3)
+    head = train_head(*(split[1] for split in splits), 2, head_options, say=lambda _: None)
+    stored = []
+    store = module._store_boundaries
+
+    def remember(run, paths, size, file, mirror=False):
+        stored.append((list(paths), mirror, store(run, paths, size, file, mirror).copy()))
+        return stored[-1][2]
+
+    monkeypatch.setattr(module, "_store_boundaries", remember)
+    monkeypatch.setattr(module, "distort", lambda *a: pytest.fail("a photo distorted afresh"))
+    lines = []
+    tuned = module.fine_tune(
+        backbone,
+        head,
+        head_options,
+        *(split[0] for split in splits),
+        DistortionOptions(flip_left_right=True),
+        FineTuneOptions(blocks=1, epochs=2),
+        say=lines.append,
+        engine="tensorflow",  # float32, so that the comparison below is exact enough
+    )
+    assert "run once on all 32 photos" in lines[0] and "or its mirror image" in lines[0]
+    assert tuned.test_accuracy is not None
+    train_paths, mirror, mirrors = stored[-1]
+    assert mirror and train_paths == list(splits[0][0].paths)
+    assert not any(mirror for _, mirror, _ in stored[:-1])
+
+    # The stored mirror boundaries are the bottom's output on the mirrored pixels.
+    pixels = next(pixel_batches(train_paths[:4], 64, 4))[0]
+    run = module._bottom_runner(backbone, module.split_backbone(backbone, 1)[0], 1, "tensorflow")
+    expected = run(np.ascontiguousarray(pixels[:, :, ::-1]))
+    np.testing.assert_allclose(mirrors[:4], expected, atol=1e-4 * np.abs(expected).max())
+    assert np.abs(stored[0][2][:4] - expected).max() > 0.1 * np.abs(expected).max()
+
+
+def test_mixup_mixes_pairs_of_photos_and_their_targets_alike():
+    """Each mixed photo is share * itself + (1 - share) * another photo of the batch, its
+    target and label weight the same mixture; the label it counts as has the larger share."""
+    import numpy as np
+
+    from tensorguess.fine_tune import _mixed
+
+    rng = np.random.default_rng(0)
+    boundary = rng.normal(size=(16, 3, 3, 2)).astype(np.float32)
+    labels = np.arange(16) % 4
+    targets = np.eye(4, dtype=np.float32)[labels]
+    weights = np.array([1.0, 2.0, 3.0, 4.0], np.float32)[labels]
+    mixed, mixed_targets, mixed_weights, counted = _mixed(
+        np.random.default_rng(1), 0.4, boundary, targets, weights, labels
+    )
+    assert mixed.shape == boundary.shape and mixed.dtype == np.float32
+    np.testing.assert_allclose(mixed_targets.sum(axis=1), 1, rtol=1e-6)
+    assert (mixed_targets.max(axis=1) < 1).sum() >= 8  # pairs of different labels mixed
+    for row in range(16):
+        share = mixed_targets[row, labels[row]]
+        if share == 1:
+            continue  # paired with a photo of its own label
+        partner = int(np.argmax(mixed_targets[row] * (np.arange(4) != labels[row])))
+        other = np.flatnonzero(labels == partner)
+        candidates = [share * boundary[row] + (1 - share) * boundary[o] for o in other]
+        assert min(np.abs(mixed[row] - c).max() for c in candidates) < 1e-5
+        assert mixed_weights[row] == pytest.approx(
+            share * weights[row] + (1 - share) * (partner + 1)
+        )
+        assert counted[row] == (labels[row] if share >= 0.5 else partner)

@@ -40,6 +40,8 @@ def test_presets_name_only_flags_and_the_defaults_are_balanced():
     assert not fast.fine_tune.enabled and fast.head.label_smoothing == 0
     assert dict(preset_options().describe())["fine-tuning"].startswith("top 4 blocks")
     assert dict(fast.describe())["fine-tuning"] == "off"
+    mixed = dict(options_from_flags(fine_tune_mixup=0.2, flip_left_right=True).describe())
+    assert mixed["fine-tuning"].endswith("distorted (flip), mixup 0.2"), mixed
 
 
 @pytest.mark.parametrize(
@@ -50,6 +52,7 @@ def test_presets_name_only_flags_and_the_defaults_are_balanced():
         (["--learning_rate_schedule", "Cosine"], "invalid choice: 'Cosine'"),
         (["--dropout=1"], "must be at least 0 and under 1"),
         (["--epochs", "two"], "invalid int value: 'two'"),
+        (["--fine_tune_mixup", "-0.2"], "must be at least 0, got -0.2"),
         # Abbreviations are refused: the Docker wrapper could not see that they name paths.
         (["--bottleneck", "cache"], "unrecognized arguments: --bottleneck"),
         (["--epoch", "5"], "unrecognized arguments: --epoch"),
@@ -72,3 +75,4 @@ def test_every_flag_of_the_table_is_on_the_command_line_with_its_defaults():
         "(preset fast: 0.0, balanced: 0.1, best: 0.1)" in help_text
     )
     assert "--learning_rate LEARNING_RATE Adam's learning rate (default 0.005)" in help_text
+    assert "(preset fast: default, balanced: default, best: 300)" in help_text  # --image_size

@@ -142,35 +142,43 @@ def fine_tune(
     def distorted_bottom(pixels, seeds):
         return frozen_bottom(distort(pixels, seeds, distortions, size))
 
-    def replica_step(boundary, labels, photos):
+    def replica_step(boundary, targets, photo_weights, photos):
         with tf.GradientTape() as tape:
             scores = classifier(top(boundary, training=True), training=True)
-            targets = tf.one_hot(labels, num_classes)
             # Divided by the photos of the whole step: the replicas' gradients are summed.
-            loss = tf.reduce_sum(photo_losses(targets, scores) * tf.gather(weights, labels))
-            loss = loss / photos
+            loss = tf.reduce_sum(photo_losses(targets, scores) * photo_weights) / photos
         optimizer.apply_gradients(zip(tape.gradient(loss, trainable), trainable, strict=True))
         return loss, scores
 
     @tf.function(reduce_retracing=True)
-    def distributed_step(boundary, labels, photos):
-        losses, scores = strategy.run(replica_step, args=(boundary, labels, photos))
+    def distributed_step(boundary, targets, photo_weights, photos):
+        losses, scores = strategy.run(replica_step, args=(boundary, targets, photo_weights, photos))
         total = strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
         return total, tf.concat(strategy.experimental_local_results(scores), axis=0)
 
     def step(boundary: np.ndarray, labels: np.ndarray):
-        """One step on a global batch, split in equal shares over the replicas, in order."""
+        """One step on a global batch, split in equal shares over the replicas, in order;
+        returns its loss, its scores and the label each photo counts as (mixup: the larger
+        share of the pair)."""
+        targets = np.eye(num_classes, dtype=np.float32)[labels]
+        photo_weights = weights[labels]
+        if options.mixup:
+            boundary, targets, photo_weights, labels = _mixed(
+                rng, options.mixup, boundary, targets, photo_weights, labels
+            )
+        parts = (boundary, targets, photo_weights)
         shares = [
-            (boundary[rows], labels[rows])
+            tuple(part[rows] for part in parts)
             for rows in np.array_split(np.arange(len(labels)), replicas)
         ]
         values = [
             strategy.experimental_distribute_values_from_function(
                 lambda context, part=part: shares[context.replica_id_in_sync_group][part]
             )
-            for part in range(2)
+            for part in range(len(parts))
         ]
-        return distributed_step(*values, tf.constant(len(labels), tf.float32))
+        loss, scores = distributed_step(*values, tf.constant(len(labels), tf.float32))
+        return loss, scores, labels
 
     @tf.function(reduce_retracing=True)
     def scores_of(boundary):
@@ -179,15 +187,27 @@ def fine_tune(
     rng = np.random.default_rng(seed)
     scratch = tempfile.TemporaryDirectory(prefix="tensorguess-fine-tune-")
     boundaries: dict[int, np.ndarray] = {}
+    mirrored: dict[int, np.ndarray] = {}  # the mirror images' boundaries, training only
+    # Mirroring is the one distortion whose views can be stored: two per photo.
+    stores_mirrors = distortions.mirrors_only
+    runs_bottom_each_epoch = distortions.distorts and not stores_mirrors
 
     def batches(split: LabelledPaths, order: np.ndarray, training: bool) -> Iterator:
-        """(boundary batch, rows of `split`) in `order`: from the stored boundaries, or by
-        running the bottom on photos distorted afresh (training with distortions)."""
+        """(boundary batch, rows of `split`) in `order`: from the stored boundaries (in
+        training, each photo's or its mirror image's at random when mirrors are stored), or
+        by running the bottom on photos distorted afresh (training with distortions)."""
         if id(split) in boundaries:
             stored = boundaries[id(split)]
+            mirrors = mirrored.get(id(split)) if training else None
             for start in range(0, len(order), global_batch):
                 rows = order[start : start + global_batch]
-                yield stored[rows], rows
+                if mirrors is None:
+                    yield stored[rows], rows
+                    continue
+                flip = rng.random(len(rows)) < 0.5
+                batch = np.empty((len(rows), *stored.shape[1:]), stored.dtype)
+                batch[~flip], batch[flip] = stored[rows[~flip]], mirrors[rows[flip]]
+                yield batch, rows
             return
         start = 0
         for pixels, _ in pixel_batches([split.paths[i] for i in order], size, global_batch):
@@ -219,8 +239,7 @@ def fine_tune(
         for boundary, rows in batches(train, rng.permutation(len(train)), training=True):
             if len(rows) < replicas:
                 continue  # a last handful too few to share out: shuffled in next epoch
-            labels = train.labels[rows]
-            loss, scores = step(boundary, labels)
+            loss, scores, labels = step(boundary, train.labels[rows])
             total_loss += float(loss) * len(rows)
             correct += int((np.argmax(scores, axis=1) == labels).sum())
             seen += len(rows)
@@ -229,7 +248,7 @@ def fine_tune(
     devices_used = ""
     if replicas > 1:
         devices_used = f", on {replicas} devices ({global_batch} photos a step)"
-    if distortions.distorts:
+    if runs_bottom_each_epoch:
         say(
             f"Fine-tuning the top {options.blocks} blocks of {backbone.name} for up to "
             f"{options.epochs} epochs: the feature cache cannot help here, so each epoch runs "
@@ -242,14 +261,20 @@ def fine_tune(
             f"{options.epochs} epochs: the feature cache cannot help here; the frozen blocks "
             f"run once on all {len(train) + len(validation) + len(test)} photos, then each "
             f"epoch trains the top blocks{devices_used}"
+            + (", on each photo or its mirror image" if stores_mirrors else "")
+            + (f", photos mixed in pairs (mixup {options.mixup:g})" if options.mixup else "")
         )
     monitored = validation if len(validation) else train
     with scratch:
-        if not distortions.distorts:
+        if not runs_bottom_each_epoch:
             run_bottom = _bottom_runner(backbone, frozen, options.blocks, engine)
             for number, split in enumerate((train, validation, test)):
                 boundaries[id(split)] = _store_boundaries(
                     run_bottom, split.paths, size, Path(scratch.name) / f"{number}.npy"
+                )
+            if stores_mirrors:
+                mirrored[id(train)] = _store_boundaries(
+                    run_bottom, train.paths, size, Path(scratch.name) / "mirrored.npy", True
                 )
         epochs = run_epochs(
             options.epochs,
@@ -276,6 +301,7 @@ def fine_tune(
         )
         _, accuracy, tuned.test_scores = measure(test)
         boundaries.clear()  # memory maps of files about to be removed
+        mirrored.clear()
     tuned.test_accuracy = accuracy if len(test) else None
     return tuned
 
@@ -327,10 +353,32 @@ def _bottom_runner(backbone: Backbone, bottom: keras.Model, blocks: int, engine:
     return run
 
 
+def _mixed(
+    rng: np.random.Generator,
+    alpha: float,
+    boundary: np.ndarray,
+    targets: np.ndarray,
+    photo_weights: np.ndarray,
+    labels: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mixup (Zhang et al. 2018) on the top blocks' input: each photo mixed with another of
+    the batch, by a share drawn from Beta(alpha, alpha), targets and label weights likewise;
+    the label returned is the one with the larger share."""
+    share = float(rng.beta(alpha, alpha))
+    other = rng.permutation(len(labels))
+
+    def mix(values: np.ndarray) -> np.ndarray:
+        return (share * values + (1 - share) * values[other]).astype(values.dtype)
+
+    larger = labels if share >= 0.5 else labels[other]
+    return mix(boundary), mix(targets), mix(photo_weights), larger
+
+
 def _store_boundaries(
-    run_bottom: Callable, paths: Sequence[Path], size: int, file: Path
+    run_bottom: Callable, paths: Sequence[Path], size: int, file: Path, mirror: bool = False
 ) -> np.ndarray:
-    """The frozen bottom's output for every photo, in a file mapped into memory.
+    """The frozen bottom's output for every photo (its mirror image with `mirror`), in a
+    file mapped into memory.
 
     On disk rather than in memory: 37 KB a photo for Lite0's top 4 blocks, 140 KB for Lite2's,
     so a hundred thousand photos would not fit in every machine's memory.
@@ -339,7 +387,10 @@ def _store_boundaries(
 
     stored = None
     start = 0
-    for boundary, _ in run_ahead(run_bottom, pixel_batches(paths, size, 64)):
+    batches = pixel_batches(paths, size, 64)
+    if mirror:
+        batches = ((np.ascontiguousarray(pixels[:, :, ::-1]), why) for pixels, why in batches)
+    for boundary, _ in run_ahead(run_bottom, batches):
         if stored is None:
             stored = np.lib.format.open_memmap(
                 file, mode="w+", dtype=np.float32, shape=(len(paths), *boundary.shape[1:])

@@ -151,6 +151,13 @@ class DistortionOptions:
         )
 
     @property
+    def mirrors_only(self) -> bool:
+        """Whether the one distortion is the mirror image: two views of a photo, no more."""
+        return self.flip_left_right and not any(
+            (self.random_crop, self.random_scale, self.random_brightness)
+        )
+
+    @property
     def enabled(self) -> bool:
         """Whether distorted views are cached and used to train the head."""
         return self.views > 0 and self.distorts
@@ -181,6 +188,13 @@ class FineTuneOptions:
     epochs: int = setting(6, "fine-tuning epochs", POSITIVE, flag="fine_tune_epochs")
     learning_rate: float = setting(
         3e-4, "fine-tuning's learning rate", RATE, flag="fine_tune_learning_rate"
+    )
+    mixup: float = setting(
+        0.0,
+        "mix each step's photos in pairs (their top-block inputs and their labels) with "
+        "weights drawn from Beta(a, a); 0: off",
+        RATE,
+        flag="fine_tune_mixup",
     )
     batch_size: int = setting(32, "", POSITIVE)
 
@@ -255,6 +269,8 @@ class TrainingOptions:
             distorted = ""
             if self.distortions.distorts:
                 distorted = f", distorted ({self.distortions.settings()})"
+            if tune.mixup:
+                distorted += f", mixup {tune.mixup:g}"
             lines.append(
                 (
                     "fine-tuning",
