@@ -1,7 +1,8 @@
 """Fine-tuning settings measured by 5-fold cross-validation (docs/accuracy.md, issue 15).
 
     .venv/bin/python scripts/clothing_folds.py ../shared/datasets/clothing-extra \
-        --backbone efficientnet_lite2 --blocks 4 --epochs 6 [--flip_average]
+        --backbone efficientnet_lite2 --blocks 4 --epochs 6 [--flip_average] \
+        [--mixup 0.2] [--flip_left_right]
 
 Each fold holds out a fifth of the photos (by a hash of their content) for the test, an
 eighth of the rest for validation, and trains on the remainder: the head on cached features,
@@ -25,11 +26,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data", type=Path, help="photos in DATA/<label>/")
     parser.add_argument("--backbone", default="efficientnet_lite2")
+    parser.add_argument("--image_size", type=int, help="default: the backbone's own")
     parser.add_argument("--blocks", type=int, default=4, help="0: the head alone")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--learning_rate", type=float, default=3e-4)
     parser.add_argument("--label_smoothing", type=float, default=0.1)
     parser.add_argument("--flip_average", action="store_true", help="test-time mirror average")
+    parser.add_argument("--mixup", type=float, default=0.0, help="fine-tuning's mixup alpha")
+    parser.add_argument(
+        "--flip_left_right", action="store_true", help="fine-tune on mirror images too"
+    )
     parser.add_argument("--folds", default="0,1,2,3,4")
     parser.add_argument("--work", type=Path, default=Path("/tmp/tensorguess-folds"))
     args = parser.parse_args()
@@ -56,7 +62,10 @@ def main() -> None:
         return int(hashlib.sha256(f"{salt}:{digest}".encode()).hexdigest(), 16)
 
     features = cached_features(
-        get_backbone(args.backbone), paths, args.work, digests=[i.digest for i in scan.images]
+        get_backbone(args.backbone, args.image_size),
+        paths,
+        args.work,
+        digests=[i.digest for i in scan.images],
     ).vectors
     accuracies = []
     for fold in (int(f) for f in args.folds.split(",")):
@@ -70,7 +79,8 @@ def main() -> None:
             else:
                 splits["train"].append(row)
         rows = {name: np.array(indices) for name, indices in splits.items()}
-        backbone = get_backbone(args.backbone)  # the pretrained weights again, each fold
+        # The pretrained weights again, each fold.
+        backbone = get_backbone(args.backbone, args.image_size)
         head_options = HeadOptions(label_smoothing=args.label_smoothing)
         head = train_head(
             *(SplitData(features[rows[n]], labels[rows[n]]) for n in rows),
@@ -84,9 +94,12 @@ def main() -> None:
                 head,
                 head_options,
                 *(LabelledPaths([paths[i] for i in rows[n]], labels[rows[n]]) for n in rows),
-                DistortionOptions(),
+                DistortionOptions(flip_left_right=args.flip_left_right),
                 FineTuneOptions(
-                    blocks=args.blocks, epochs=args.epochs, learning_rate=args.learning_rate
+                    blocks=args.blocks,
+                    epochs=args.epochs,
+                    learning_rate=args.learning_rate,
+                    mixup=args.mixup,
                 ),
                 say=lambda _: None,
             )

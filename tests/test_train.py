@@ -102,6 +102,11 @@ def test_presets_and_flags():
     best = preset_options("best", fine_tune_epochs=1)
     assert best.fine_tune.blocks > preset_options().fine_tune.blocks
     assert best.fine_tune.epochs == 1 and best.preset == "best"
+    assert best.image_size == 300 and preset_options().image_size is None  # Lite2's own 260
+    # A hub model keeps its own input size and is not fine-tuned, unless told otherwise.
+    hub = preset_options("best", backbone="hub:/models/x")
+    assert hub.image_size is None and not hub.fine_tune.enabled and hub.flip_average
+    assert preset_options("best", backbone="hub:/models/x", image_size=192).image_size == 192
     assert set(PRESETS) == {"fast", "balanced", "best"}
     help_text = tensorguess("train", "--help").stdout
     assert "--preset {fast,balanced,best}" in help_text

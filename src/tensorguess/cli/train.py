@@ -112,7 +112,9 @@ def _defaults(flag: Flag) -> str:
     if len(set(map(str, values.values()))) == 1:
         shown = values[DEFAULT_PRESET]
         return "" if shown is None else f"default {shown}"
-    return "preset " + ", ".join(f"{preset}: {value}" for preset, value in values.items())
+    return "preset " + ", ".join(
+        f"{preset}: {'default' if value is None else value}" for preset, value in values.items()
+    )
 
 
 def _checked(flag: Flag):
