@@ -187,7 +187,7 @@ def fine_tune(
     rng = np.random.default_rng(seed)
     scratch = tempfile.TemporaryDirectory(prefix="tensorguess-fine-tune-")
     boundaries: dict[int, np.ndarray] = {}
-    mirrored: dict[int, np.ndarray] = {}  # the mirror images' boundaries, training only
+    mirrors: np.ndarray | None = None  # the training photos' mirror images' boundaries
     # Mirroring is the one distortion whose views can be stored: two per photo.
     stores_mirrors = distortions.mirrors_only
     runs_bottom_each_epoch = distortions.distorts and not stores_mirrors
@@ -198,10 +198,9 @@ def fine_tune(
         by running the bottom on photos distorted afresh (training with distortions)."""
         if id(split) in boundaries:
             stored = boundaries[id(split)]
-            mirrors = mirrored.get(id(split)) if training else None
             for start in range(0, len(order), global_batch):
                 rows = order[start : start + global_batch]
-                if mirrors is None:
+                if mirrors is None or not training:
                     yield stored[rows], rows
                     continue
                 flip = rng.random(len(rows)) < 0.5
@@ -273,7 +272,7 @@ def fine_tune(
                     run_bottom, split.paths, size, Path(scratch.name) / f"{number}.npy"
                 )
             if stores_mirrors:
-                mirrored[id(train)] = _store_boundaries(
+                mirrors = _store_boundaries(
                     run_bottom, train.paths, size, Path(scratch.name) / "mirrored.npy", True
                 )
         epochs = run_epochs(
@@ -301,7 +300,7 @@ def fine_tune(
         )
         _, accuracy, tuned.test_scores = measure(test)
         boundaries.clear()  # memory maps of files about to be removed
-        mirrored.clear()
+        mirrors = None
     tuned.test_accuracy = accuracy if len(test) else None
     return tuned
 

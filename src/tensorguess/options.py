@@ -146,16 +146,16 @@ class DistortionOptions:
     @property
     def distorts(self) -> bool:
         """Whether a distorted photo can differ from the photo at all."""
-        return self.flip_left_right or any(
-            (self.random_crop, self.random_scale, self.random_brightness)
-        )
+        return self.flip_left_right or self._alters_pixels
 
     @property
     def mirrors_only(self) -> bool:
         """Whether the one distortion is the mirror image: two views of a photo, no more."""
-        return self.flip_left_right and not any(
-            (self.random_crop, self.random_scale, self.random_brightness)
-        )
+        return self.flip_left_right and not self._alters_pixels
+
+    @property
+    def _alters_pixels(self) -> bool:
+        return any((self.random_crop, self.random_scale, self.random_brightness))
 
     @property
     def enabled(self) -> bool:
@@ -266,16 +266,16 @@ class TrainingOptions:
             lines.append(("distortions", f"{views.views} cached views ({views.settings()})"))
         if self.fine_tune.enabled:
             tune = self.fine_tune
-            distorted = ""
+            extras = ""
             if self.distortions.distorts:
-                distorted = f", distorted ({self.distortions.settings()})"
+                extras = f", distorted ({self.distortions.settings()})"
             if tune.mixup:
-                distorted += f", mixup {tune.mixup:g}"
+                extras += f", mixup {tune.mixup:g}"
             lines.append(
                 (
                     "fine-tuning",
                     f"top {tune.blocks} blocks, {tune.epochs} epochs of {tune.batch_size}, "
-                    f"Adam {tune.learning_rate:g} (cosine){distorted}",
+                    f"Adam {tune.learning_rate:g} (cosine){extras}",
                 )
             )
         else:
