@@ -44,7 +44,7 @@ RUN PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir --no-deps 
 # GPU), into a cache every user can read: a container works offline and starts without
 # converting. Only this step writes there.
 RUN export TENSORGUESS_CACHE_DIR=/opt/tensorguess/cache \
- && python3 -c "from tensorguess.backbones import backbone_names, get_backbone; from tensorguess.bottlenecks import features_runner; [features_runner(get_backbone(name), 'openvino') for name in backbone_names()]" \
+ && python3 -c "from tensorguess.features.backbones import backbone_names, get_backbone; from tensorguess.features.bottlenecks import features_runner; [features_runner(get_backbone(name), 'openvino') for name in backbone_names()]" \
  && test -n "$(find "$TENSORGUESS_CACHE_DIR" -name '*.npz')" \
  && test -n "$(find "$TENSORGUESS_CACHE_DIR" -name 'model.xml')" \
  && chmod -R a+rX "$TENSORGUESS_CACHE_DIR"

@@ -52,8 +52,8 @@ def sort_once(tf_files: Path, photos: Path, destination: Path, extra: list[str])
 
 def driver_rate(photos: Path, work: Path) -> float:
     """Photos per second that the driver hashes and copies (verified), without classifying."""
+    from tensorguess.classify.sort import FreeNames, copy_without_overwriting
     from tensorguess.files import file_digest
-    from tensorguess.sort import FreeNames, copy_without_overwriting
 
     destination = work / "driver-only"
     destination.mkdir()
@@ -80,8 +80,9 @@ def classify_rate(scorer, paths: list[Path]) -> tuple[float, float]:
 
 def classify_only(tf_files: Path, photos: Path, rounds: int) -> None:
     """Classification alone: locally, then on a local Ray runtime with 1 and 2 workers."""
-    from tensorguess.cluster import ClusterClassifier, RayCluster, RaySettings
-    from tensorguess.predict import load_classifier
+    from tensorguess.classify.cluster.connection import RayCluster, RaySettings
+    from tensorguess.classify.cluster.workers import ClusterClassifier
+    from tensorguess.classify.loading import load_classifier
 
     paths = sorted(photos.iterdir())
     classifier = load_classifier(tf_files)

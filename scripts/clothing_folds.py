@@ -40,18 +40,18 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/tensorguess-folds"))
     args = parser.parse_args()
 
-    from tensorguess.engines import import_tensorflow_quietly
+    from tensorguess.quiet import import_tensorflow_quietly
 
     import_tensorflow_quietly()
     import tensorflow as tf
 
-    from tensorguess.backbones import get_backbone
-    from tensorguess.bottlenecks import cached_features
-    from tensorguess.dataset import scan_data
-    from tensorguess.fine_tune import LabelledPaths, fine_tune
-    from tensorguess.head import SplitData, train_head
-    from tensorguess.images import pixel_batches
-    from tensorguess.options import DistortionOptions, FineTuneOptions, HeadOptions
+    from tensorguess.data.dataset import scan_data
+    from tensorguess.data.images import pixel_batches
+    from tensorguess.features.backbones import get_backbone
+    from tensorguess.features.bottlenecks import cached_features
+    from tensorguess.training.fine_tune import LabelledPaths, fine_tune
+    from tensorguess.training.head import SplitData, train_head
+    from tensorguess.training.options import DistortionOptions, FineTuneOptions, HeadOptions
 
     scan = scan_data(args.data, 0, 0)
     index = {label: i for i, label in enumerate(scan.labels)}

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tensorguess.dataset import TEST, scan_data
+from tensorguess.data.dataset import TEST, scan_data
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASETS = ROOT.parent / "shared" / "datasets"

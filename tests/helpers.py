@@ -20,7 +20,7 @@ import pytest
 from PIL import ExifTags, Image
 from pillow_heif import register_heif_opener
 
-from tensorguess.sample_data import draw_shape
+from tensorguess.data.sample_data import draw_shape
 
 register_heif_opener()  # to write the HEIC case
 

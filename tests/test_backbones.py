@@ -15,14 +15,14 @@ import tensorflow as tf
 from PIL import Image
 from skimage import data
 
-from tensorguess.backbones import backbone_names, efficientnet_lite, get_backbone
-from tensorguess.backbones.efficientnet_lite import EfficientNetLite, weights_file
-from tensorguess.backbones.torch_weights import (
+from tensorguess.errors import TensorguessError
+from tensorguess.features.backbones import backbone_names, efficientnet_lite, get_backbone
+from tensorguess.features.backbones.efficientnet_lite import EfficientNetLite, weights_file
+from tensorguess.features.backbones.torch_weights import (
     LEGACY_MAGIC_NUMBER,
     LEGACY_PROTOCOL_VERSION,
     read_state_dict,
 )
-from tensorguess.errors import TensorguessError
 
 # ImageNet classes of scikit-image's chelsea, coffee and rocket photos: Egyptian cat,
 # espresso, missile.

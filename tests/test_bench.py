@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from helpers import draw_photos, tensorguess
-from tensorguess.bench import legacy_sort
+from tensorguess.bench.baselines import legacy_sort
 
 
 def test_the_2016_loop_sorts_as_guessdir_does(trained, tmp_path):

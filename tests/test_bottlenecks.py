@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from helpers import draw_photos
-from tensorguess import bottlenecks, images
-from tensorguess.backbones import efficientnet_lite, get_backbone
-from tensorguess.bottlenecks import cached_features, features_key
+from tensorguess.data import images
+from tensorguess.features import bottlenecks
+from tensorguess.features.backbones import efficientnet_lite, get_backbone
+from tensorguess.features.bottlenecks import cached_features, features_key
 
 
 def test_a_new_conversion_or_decoder_gives_new_features(monkeypatch):

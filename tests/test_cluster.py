@@ -332,7 +332,7 @@ def test_ray_workers_without_ray_is_a_usage_error(trained, photos, tmp_path):
 
 
 def test_one_worker_per_gpu_or_per_node_each_fitting_the_smallest_node():
-    from tensorguess.cluster import WorkerLayout, worker_layout
+    from tensorguess.classify.cluster.connection import WorkerLayout, worker_layout
 
     two_cpus, eight_cpus = {"CPU": 2.0, "memory": 1e9}, {"CPU": 8.0}
     assert worker_layout([two_cpus], None) == WorkerLayout(1, 2.0, 0.0)

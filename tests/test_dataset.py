@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from helpers import draw_photos
-from tensorguess.dataset import TEST, TRAIN, VALIDATION, scan_data, split_for
+from tensorguess.data.dataset import TEST, TRAIN, VALIDATION, scan_data, split_for
 from tensorguess.errors import TensorguessError
 
 

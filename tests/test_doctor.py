@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from helpers import SHARED, colour_photos, draw_photos, one_line_error, tensorguess
-from tensorguess.dataset import TEST, TRAIN, split_for
-from tensorguess.doctor import find_label_issues
+from tensorguess.data.dataset import TEST, TRAIN, split_for
+from tensorguess.quality.doctor import find_label_issues
 
 SIGN_DIGITS = SHARED / "datasets" / "sign-digits" / "images"
 PER_LABEL = 60  # 600 photos: the cache is cold in every session

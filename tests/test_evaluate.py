@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 
 from helpers import LABELS, draw_photos, one_line_error, tensorguess
-from tensorguess.evaluate import score_table
+from tensorguess.quality.evaluate import score_table
 
 
 def test_score_table_matches_hand_counts():

@@ -16,12 +16,12 @@ import pytest
 import tensorflow as tf
 
 from helpers import ROOT, SUPERHEROES, draw_photos, tensorguess, wrapper
+from tensorguess.data.images import load_pixels
 from tensorguess.errors import TensorguessError
-from tensorguess.export import export_model
-from tensorguess.export import tf_files as export
-from tensorguess.head import TrainedHead
-from tensorguess.images import load_pixels
-from tensorguess.novelty import fit_novelty
+from tensorguess.features.novelty import fit_novelty
+from tensorguess.training import model_writer as export
+from tensorguess.training.head import TrainedHead
+from tensorguess.training.model_writer import export_model
 
 
 class TinyBackbone:
@@ -264,8 +264,8 @@ def test_litert_and_onnx_runtime_agree_with_tensorflow_on_the_same_pixels(export
     import onnxruntime
     from ai_edge_litert.interpreter import Interpreter
 
+    from tensorguess.classify.loading import load_classifier
     from tensorguess.export.tflite import operators
-    from tensorguess.predict import load_classifier
 
     pixels = np.stack([load_pixels(photo, 224) for photo in exported.photos])
     reference = load_classifier(exported.tf_files, engine="tensorflow")._scores(pixels)
@@ -413,7 +413,8 @@ def test_export_refuses_bad_input_in_one_line_and_writes_nothing(exported, tmp_p
 
 
 def test_a_failed_export_leaves_the_files_there_before_whole(exported, tmp_path, monkeypatch):
-    from tensorguess.export import formats, runtimes
+    from tensorguess.classify import exported as runtimes
+    from tensorguess.export import formats
 
     output = tmp_path / "models"
     output.mkdir()
@@ -440,7 +441,7 @@ def test_weights_in_keras_variables_convert_as_constants_not_as_nan():
     """
     import keras
 
-    from tensorguess.export.runtimes import LiteRTModel
+    from tensorguess.classify.exported import LiteRTModel
     from tensorguess.export.tflite import operators, tflite_model
 
     model = keras.Sequential(
@@ -535,7 +536,7 @@ def test_train_exports_after_training_any_backbone(tmp_path, capsys):
     export = tf_files / "export"
     assert f"Wrote {export / 'model_fp16.tflite'} (" in out
     assert f"Wrote {export / 'serving' / '1'}/ (" in out
-    from tensorguess.export.runtimes import ExportedClassifier
+    from tensorguess.classify.exported import ExportedClassifier
 
     classifier = ExportedClassifier(export / "model_fp16.tflite")
     photo = next((tf_files / "data" / "blue").iterdir())

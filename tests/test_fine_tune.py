@@ -24,11 +24,11 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 sys.path.insert(0, sys.argv[2])
 from helpers import draw_photos
 from pathlib import Path
-from tensorguess.backbones import get_backbone
-from tensorguess.fine_tune import LabelledPaths, fine_tune
-from tensorguess.head import SplitData, train_head
-from tensorguess.images import pixel_batches
-from tensorguess.options import DistortionOptions, FineTuneOptions, HeadOptions
+from tensorguess.features.backbones import get_backbone
+from tensorguess.training.fine_tune import LabelledPaths, fine_tune
+from tensorguess.training.head import SplitData, train_head
+from tensorguess.data.images import pixel_batches
+from tensorguess.training.options import DistortionOptions, FineTuneOptions, HeadOptions
 
 folder = Path(sys.argv[1])
 backbone = get_backbone("efficientnet_lite0", 64)
@@ -98,9 +98,9 @@ def _tiny_splits(folder, backbone):
     import tensorflow as tf
 
     from helpers import draw_photos
-    from tensorguess.fine_tune import LabelledPaths
-    from tensorguess.head import SplitData
-    from tensorguess.images import pixel_batches
+    from tensorguess.data.images import pixel_batches
+    from tensorguess.training.fine_tune import LabelledPaths
+    from tensorguess.training.head import SplitData
 
     splits = []
     for name, count, seed in (("train", 8, 1), ("validation", 4, 2), ("test", 4, 3)):
@@ -123,11 +123,11 @@ def test_mirror_images_are_fine_tuned_from_stored_boundaries_not_a_backbone_per_
     The stored mirror boundaries are those of the mirrored photo files themselves."""
     import numpy as np
 
-    from tensorguess import fine_tune as module
-    from tensorguess.backbones import get_backbone
-    from tensorguess.head import train_head
-    from tensorguess.images import pixel_batches
-    from tensorguess.options import DistortionOptions, FineTuneOptions, HeadOptions
+    from tensorguess.data.images import pixel_batches
+    from tensorguess.features.backbones import get_backbone
+    from tensorguess.training import fine_tune as module
+    from tensorguess.training.head import train_head
+    from tensorguess.training.options import DistortionOptions, FineTuneOptions, HeadOptions
 
     backbone = get_backbone("efficientnet_lite0", 64)
     splits = _tiny_splits(tmp_path, backbone)
@@ -172,7 +172,7 @@ def test_mixup_mixes_pairs_of_photos_and_their_targets_alike():
     target and label weight the same mixture; the label it counts as has the larger share."""
     import numpy as np
 
-    from tensorguess.fine_tune import _mixed
+    from tensorguess.training.fine_tune import _mixed
 
     rng = np.random.default_rng(0)
     boundary = rng.normal(size=(16, 3, 3, 2)).astype(np.float32)

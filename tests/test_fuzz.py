@@ -1,6 +1,6 @@
 """Fuzzing the decoder: mutated image bytes give pixels or a one-line reason, nothing else.
 
-Seeds are small files of every format (tests/corpus.py, and rarer ones Pillow also
+Seeds are small files of every format (helpers.encode_formats, and rarer ones Pillow also
 opens); hypothesis flips, inserts and cuts bytes. The budget is fixed (a number of
 examples, derandomised so CI replays the same ones): about 15 seconds on 2 cores.
 """
@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import drawn, encode_formats
-from tensorguess.images import UnreadableImage, load_pixels, pixel_batches
+from tensorguess.data.images import UnreadableImage, load_pixels, pixel_batches
 
 SIZE = 32
 # Formats a photo folder rarely holds but Pillow opens all the same: their parsers raise

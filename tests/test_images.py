@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from helpers import drawn, with_orientation, write_broken, write_formats
-from tensorguess.images import UnreadableImage, load_pixels, pixel_batches
+from tensorguess.data.images import UnreadableImage, load_pixels, pixel_batches
 
 SIZE = 224
 GREY = {"jpeg grey", "png 16-bit grey", "png grey", "png grey+alpha", "tiff 16-bit grey"}
@@ -118,7 +118,7 @@ def test_one_bad_file_does_not_stop_a_batch(formats, tmp_path):
 _MEASURE = textwrap.dedent(
     """
     import resource, sys
-    from tensorguess.images import load_pixels
+    from tensorguess.data.images import load_pixels
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     pixels = load_pixels(sys.argv[1], 224)
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -11,7 +11,7 @@ import json
 import numpy as np
 
 from helpers import ROOT, draw_photos, one_line_error, tensorguess, wrapper
-from tensorguess.novelty import EXCEEDING, fit_novelty
+from tensorguess.features.novelty import EXCEEDING, fit_novelty
 
 HANDS = sorted((ROOT / "test_data").glob("*.JPG"))
 UNKNOWN_LINE = "(unlike every training photo)"

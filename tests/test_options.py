@@ -8,8 +8,8 @@ import pytest
 
 from helpers import tensorguess
 from tensorguess.errors import InvalidOption, TensorguessError
-from tensorguess.options import FLAGS, HeadOptions, TrainingOptions, options_from_flags
-from tensorguess.presets import PRESETS, preset_options
+from tensorguess.training.options import FLAGS, HeadOptions, TrainingOptions, options_from_flags
+from tensorguess.training.presets import PRESETS, preset_options
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,9 @@ import tensorflow as tf
 from PIL import Image
 
 from helpers import SUPERHEROES, draw_photos, label_image_2016, label_image_2017, tensorguess
-from tensorguess.images import load_pixels
-from tensorguess.predict import Classifier, load_classifier
+from tensorguess.classify.classifier import Classifier
+from tensorguess.classify.loading import load_classifier
+from tensorguess.data.images import load_pixels
 
 
 def test_2016_label_image_runs_on_the_exported_graph(trained, tmp_path):
@@ -119,8 +120,8 @@ def _mobilenet_style_graph(folder):
     Inside: EfficientNet-Lite0's features (a real network, so the scores depend on the
     pixels as a real model's do) and a fixed random head that keeps scores away from 0 and 1.
     """
-    from tensorguess.backbones import get_backbone
-    from tensorguess.engines import freeze_pixels_function
+    from tensorguess.features.backbones import get_backbone
+    from tensorguess.features.engines import freeze_pixels_function
 
     backbone = get_backbone("efficientnet_lite0")
     kernel = tf.constant(np.random.default_rng(7).normal(0, 0.06, size=(1280, 2)), tf.float32)
@@ -173,7 +174,7 @@ def test_an_old_mobilenet_graph_answers_as_the_2017_label_image_did(tmp_path):
 
 
 def test_our_model_names_its_precision_and_an_altered_graph_falls_back_to_float32(trained_copy):
-    from tensorguess.engines import engine_precision, resolved_engine
+    from tensorguess.features.engines import engine_precision, resolved_engine
 
     metadata = json.loads((trained_copy / "tensorguess.json").read_text())
     graph = trained_copy / "retrained_graph.pb"

@@ -9,10 +9,12 @@ import re
 from pathlib import Path
 
 from helpers import make_tf_files, one_line_error, tensorguess
-from tensorguess import quantize
-from tensorguess.engines.int8 import calibration_photos
+from tensorguess.classify.layouts import detect_layout
+from tensorguess.classify.loading import load_classifier
+from tensorguess.classify.model_reader import read_graph, read_model_bytes
+from tensorguess.features.engines.int8 import calibration_photos
 from tensorguess.files import file_digest
-from tensorguess.predict import detect_layout, load_classifier, read_graph, read_model_bytes
+from tensorguess.training import quantize
 
 
 def test_an_int8_train_keeps_a_checked_int8_classifier_that_guessdir_runs(tmp_path, monkeypatch):

@@ -19,10 +19,10 @@ import pytest
 
 from helpers import ROOT, draw_photos, tensorguess, wrapper, write_broken, write_formats
 from tensorguess import cli
+from tensorguess.classify.loading import load_classifier
+from tensorguess.classify.sort import sort_folder
 from tensorguess.cli import common, sample_data
 from tensorguess.errors import TensorguessError
-from tensorguess.predict import load_classifier
-from tensorguess.sort import sort_folder
 
 
 def checksums(folder: Path) -> dict[str, str]:

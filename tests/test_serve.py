@@ -29,9 +29,9 @@ from helpers import LABELS, draw_photos, one_line_error, tensorguess, write_brok
 pytest.importorskip("fastapi", reason="the serve extra is not installed")
 pytest.importorskip("selenium", reason="the test extra is not installed")
 
+from tensorguess.bench.loadtest import predict_body, send_load  # noqa: E402
 from tensorguess.cli import main  # noqa: E402
 from tensorguess.cli import serve as serve_command  # noqa: E402
-from tensorguess.serve.loadtest import predict_body, send_load  # noqa: E402
 
 KEY = "correct horse battery staple"
 MAX_QUEUE = 48

@@ -11,10 +11,8 @@ import tensorflow as tf
 from PIL import Image
 
 from helpers import draw_photos
-from tensorguess.errors import TensorguessError
-from tensorguess.files import file_digest, folder_lock
-from tensorguess.predict import load_classifier
-from tensorguess.sort import (
+from tensorguess.classify.loading import load_classifier
+from tensorguess.classify.sort import (
     FreeNames,
     copy_without_overwriting,
     remove_verified_source,
@@ -22,6 +20,8 @@ from tensorguess.sort import (
     sort_folder,
     sorted_name,
 )
+from tensorguess.errors import TensorguessError
+from tensorguess.files import file_digest, folder_lock
 
 
 def test_sorted_name_keeps_the_original_format():

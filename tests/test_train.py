@@ -17,10 +17,10 @@ from helpers import (
     tensorguess,
     wrapper,
 )
-from tensorguess.augment import distort, pixel_seeds
-from tensorguess.head import SplitData, label_weights, train_head
-from tensorguess.options import DistortionOptions, HeadOptions
-from tensorguess.presets import PRESETS, preset_options
+from tensorguess.training.augment import distort, pixel_seeds
+from tensorguess.training.head import SplitData, label_weights, train_head
+from tensorguess.training.options import DistortionOptions, HeadOptions
+from tensorguess.training.presets import PRESETS, preset_options
 
 
 def _blobs(counts, spread, seed=0):
@@ -191,7 +191,7 @@ def test_fine_tune_of_a_hub_backbone_is_refused_before_any_work(tmp_path):
 
 
 def test_distorted_views_are_computed_by_the_engine_asked_for(trained_copy):
-    from tensorguess.engines import engine_precision, resolved_engine
+    from tensorguess.features.engines import engine_precision, resolved_engine
 
     if engine_precision(resolved_engine("openvino")) == "f32":
         pytest.skip("OpenVINO computes in float32 on this CPU: nothing to mix up")

@@ -101,6 +101,14 @@ def cache_directories(kind: str) -> list[Path]:
     return folders
 
 
+def make_folder(folder: Path) -> None:
+    """Create `folder` (and its parents) if missing, or say in one line why it cannot be."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise TensorguessError(f"{folder}: cannot create the folder ({error.strerror})") from None
+
+
 def printable(path: Path | str) -> str:
     """A file name as one printable line: control characters and undecodable bytes escaped.
 

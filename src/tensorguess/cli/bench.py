@@ -59,7 +59,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run every step, print the table, write it if asked."""
-    from tensorguess.bench import command_line, render_markdown, run_benchmark
+    from tensorguess.bench.benchmark import command_line, render_markdown, run_benchmark
     from tensorguess.files import write_text_atomic
 
     result = run_benchmark(

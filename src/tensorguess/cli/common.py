@@ -100,7 +100,7 @@ score.__name__ = "float"
 
 def add_engine_flag(command: argparse.ArgumentParser, text: str) -> None:
     """--engine, for the commands that run the network."""
-    from tensorguess.engines import ENGINES
+    from tensorguess.features.engines import ENGINES
 
     command.add_argument("--engine", choices=ENGINES, help=text)
 
@@ -138,7 +138,7 @@ def add_model_flags(command: argparse.ArgumentParser) -> None:
         help="use this exported model.tflite / model_int8.tflite / model.onnx (tensorguess "
         "export) instead of TF_FILES' graph, to check it on your photos before it ships",
     )
-    from tensorguess.engines import ENGINE_HELP_MODEL
+    from tensorguess.features.engines import ENGINE_HELP_MODEL
 
     add_engine_flag(command, ENGINE_HELP_MODEL)
 
@@ -167,19 +167,20 @@ def add_ray_flags(command: argparse.ArgumentParser, work: str) -> None:
 
 
 def ray_settings(args: argparse.Namespace):
-    """The `cluster.RaySettings` of --ray and --ray_workers, or None without --ray."""
+    """The `RaySettings` (classify/cluster/connection.py) of --ray and --ray_workers, or None
+    without --ray."""
     if args.ray is None:
         if args.ray_workers is not None:
             args.command_parser.error("--ray_workers needs --ray")
         return None
-    from tensorguess.cluster import RaySettings
+    from tensorguess.classify.cluster.connection import RaySettings
 
     return RaySettings(args.ray, args.ray_workers)
 
 
 def load_model(args: argparse.Namespace):
     """The classifier named by TF_FILES and the model flags."""
-    from tensorguess.predict import load_classifier
+    from tensorguess.classify.loading import load_classifier
 
     return load_classifier(
         args.tf_files, args.graph, args.labels, model_overrides(args), args.engine, model=args.model

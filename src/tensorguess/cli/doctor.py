@@ -14,7 +14,7 @@ from tensorguess.cli.common import (
     print_skipped,
     score,
 )
-from tensorguess.doctor import NEAR_DUPLICATE
+from tensorguess.quality.doctor import NEAR_DUPLICATE
 
 NAME = "doctor"
 EPILOG = """examples:
@@ -60,7 +60,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
         type=Path,
         help="the feature cache, if train.sh was given one (default TF_FILES/bottlenecks)",
     )
-    from tensorguess.engines import ENGINE_HELP
+    from tensorguess.features.engines import ENGINE_HELP
 
     add_engine_flag(doctor, f"{ENGINE_HELP}. Default: the precision the model was trained in")
     add_debug_flag(doctor)
@@ -70,7 +70,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Check the photos, print the findings, write the page if asked."""
-    from tensorguess.doctor import check_folder
+    from tensorguess.quality.doctor import check_folder
 
     say = output(args.json)
     checkup = check_folder(
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     for line in checkup.summary_lines():
         say(line)
     if args.report:
-        from tensorguess.report import write_report
+        from tensorguess.quality.report import write_report
 
         title = f"tensorguess doctor: {args.tf_files.resolve().name}"
         facts = [("photos", str(args.tf_files / "data"))]

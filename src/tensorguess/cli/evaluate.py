@@ -64,7 +64,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Score the photos, print the table, write the page if asked."""
-    from tensorguess.evaluate import evaluate_folder, summary_lines
+    from tensorguess.quality.evaluate import evaluate_folder, summary_lines
 
     classifier = load_model(args)
     evaluation = evaluate_folder(classifier, args.labelled_dir, args.batch_size)
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         for label, row in zip(evaluation.labels, evaluation.confusion, strict=True):
             say(f"  {' '.join(f'{count:5d}' for count in row)}  {label}")
     if args.report:
-        from tensorguess.report import write_report
+        from tensorguess.quality.report import write_report
 
         facts = [("model", str(classifier.graph_path)), ("photos", str(args.labelled_dir))]
         title = f"tensorguess: {args.labelled_dir.resolve().name}"

@@ -31,7 +31,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Draw the photos."""
-    from tensorguess.sample_data import write_sample_dataset
+    from tensorguess.data.sample_data import write_sample_dataset
 
     made = write_sample_dataset(args.directory, args.per_label, args.seed)
     print(

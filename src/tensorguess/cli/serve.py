@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_VARIABLE)
     if api_key is not None and not api_key.strip():
         args.command_parser.error(f"the API key (--api_key or ${API_KEY_VARIABLE}) is empty")
-    from tensorguess.serve.app import ServeSettings
+    from tensorguess.serve.context import ServeSettings
     from tensorguess.serve.server import serve
 
     settings = ServeSettings(

@@ -86,17 +86,17 @@ def add_parser(commands) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Sort, then say what went where and what was skipped."""
-    from tensorguess.sort import sort_folder
+    from tensorguess.classify.sort import sort_folder
 
     settings, cluster = ray_settings(args), None
     if settings is not None:  # checked first: Ray installed, its address answering
-        from tensorguess.cluster import RayCluster
+        from tensorguess.classify.cluster.connection import RayCluster
 
         cluster = RayCluster(settings, f"nothing is lost; {INTERRUPTED}")
     classifier = load_model(args)
     with cluster or nullcontext():  # connected on the first photo to classify, left at the end
         if cluster is not None:
-            from tensorguess.cluster import ClusterClassifier
+            from tensorguess.classify.cluster.workers import ClusterClassifier
 
             overrides = model_overrides(args)
             classifier = ClusterClassifier(cluster, classifier, overrides, args.engine)

@@ -16,9 +16,9 @@ from tensorguess.cli.common import (
     ray_settings,
 )
 from tensorguess.cli.export import FORMAT_NAMES, add_format_flag
-from tensorguess.engines import ENGINE_HELP_TRAIN
-from tensorguess.options import FLAGS, Flag, OneOf
-from tensorguess.presets import DEFAULT_PRESET, PRESET_HELP, PRESETS, preset_values
+from tensorguess.features.engines import ENGINE_HELP_TRAIN
+from tensorguess.training.options import FLAGS, Flag, OneOf
+from tensorguess.training.presets import DEFAULT_PRESET, PRESET_HELP, PRESETS, preset_values
 
 NAME = "train"
 EPILOG = """examples:
@@ -133,8 +133,8 @@ def _checked(flag: Flag):
 
 def run(args: argparse.Namespace) -> int:
     """Train, print the summary; the settings are checked before anything else happens."""
-    from tensorguess.pipeline import train_classifier
-    from tensorguess.presets import preset_options
+    from tensorguess.training.pipeline import train_classifier
+    from tensorguess.training.presets import preset_options
 
     given = {name: getattr(args, name) for name in FLAGS if getattr(args, name) is not None}
     if args.no_report:

@@ -1,9 +1,9 @@
 """Export: the trained classifier in the files other programs load.
 
-Two writers live here. `train` writes TF_FILES' own model (tf_files.py: the frozen
-2016-contract graph `retrained_graph.pb`, its labels, a SavedModel and tensorguess.json,
-replaced all together). `tensorguess export TF_FILES [--format F,...] [--output DIR]` (and
-`train.sh --export F,...`) writes the same classifier for other runtimes (formats.py):
+`tensorguess export TF_FILES [--format F,...] [--output DIR]` (and `train.sh --export
+F,...`) writes the classifier train.sh wrote into TF_FILES (training/model_writer.py: the
+frozen 2016-contract graph, its labels, a SavedModel and tensorguess.json) for other
+runtimes (formats.py):
 
     tflite       model.tflite        float32; MediaPipe Tasks' ImageClassifier loads it as it is
     tflite-fp16  model_fp16.tflite   float16 weights
@@ -31,28 +31,6 @@ What is promised:
 - The inputs are the same everywhere: RGB pixels 0-255 (uint8, or float32 for the float
   TFLite files), the photo squashed to the model's size; the models normalise inside.
 
-`tensorguess.export` imports TensorFlow only when the train-time writer is asked for, so
-the command line can refuse a bad --format or output folder at once.
+`tensorguess.export.formats` imports TensorFlow only once an export starts, so the command
+line can refuse a bad --format or output folder at once.
 """
-
-from __future__ import annotations
-
-_TF_FILES_NAMES = (
-    "ExportedModel",
-    "classifier_function",
-    "record_test_accuracy",
-    "update_metadata",
-    "decode_for_graph",
-    "export_model",
-    "frozen_graph",
-    "write_saved_model",
-)
-__all__ = list(_TF_FILES_NAMES)
-
-
-def __getattr__(name: str):
-    if name in _TF_FILES_NAMES:
-        from tensorguess.export import tf_files
-
-        return getattr(tf_files, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

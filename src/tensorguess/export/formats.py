@@ -14,7 +14,7 @@ import numpy as np
 from tensorguess.errors import TensorguessError
 from tensorguess.export.source import CALIBRATION_PHOTOS
 from tensorguess.export.tflite import FLOAT16, FLOAT32, INT8
-from tensorguess.files import folder_lock, printable
+from tensorguess.files import folder_lock, make_folder, printable
 
 # Format -> the name it is written under in the output folder (scripts rely on them).
 FORMATS = {
@@ -92,18 +92,13 @@ def export_formats(
     output = Path(output) if output else tf_files / EXPORT_DIR
     if output.exists() and not output.is_dir():
         raise TensorguessError(f"{output}: a file, not a folder; give another --output")
-    from tensorguess.engines import quiet_tensorflow_logger
     from tensorguess.export.source import read_trained_model
+    from tensorguess.quiet import quiet_tensorflow_logger
 
     with quiet_tensorflow_logger():  # each format traces the graph anew: "retracing" warnings
         model = read_trained_model(tf_files)
         require_runtimes(formats)
-        try:
-            output.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise TensorguessError(
-                f"{output}: cannot create the folder ({error.strerror})"
-            ) from None
+        make_folder(output)
         written = []
         with folder_lock(output, "export"):
             for leftover in output.glob(f"{SCRATCH_PREFIX}*"):  # what a killed export left
@@ -171,7 +166,7 @@ class _Job:
         return base / str(next_version(base))
 
     def _tflite(self, built: Path, precision: str) -> Scorer:
-        from tensorguess.export.runtimes import LiteRTModel
+        from tensorguess.classify.exported import LiteRTModel
         from tensorguess.export.tflite import metadata_for, tflite_model
         from tensorguess.export.tflite_metadata import with_metadata
 
@@ -181,8 +176,8 @@ class _Job:
         return LiteRTModel(built.read_bytes()).scores
 
     def _onnx(self, built: Path) -> Scorer:
+        from tensorguess.classify.exported import OnnxModel
         from tensorguess.export.onnx import onnx_model
-        from tensorguess.export.runtimes import OnnxModel
 
         built.write_bytes(onnx_model(self.model))
         return OnnxModel(built.read_bytes()).scores
@@ -194,7 +189,7 @@ class _Job:
         return served_scores(built)
 
     def _calibration_pixels(self) -> np.ndarray:
-        from tensorguess.images import pixel_batches
+        from tensorguess.data.images import pixel_batches
 
         if not self.photos.calibration:
             raise TensorguessError(
@@ -223,11 +218,11 @@ class _Job:
         """A quantised file's accuracy on the test split, beside float32's on the same photos."""
         if not self.photos.test:
             return
-        from tensorguess.engines import FLOAT32 as F32_PRECISION
-        from tensorguess.engines import resolved_engine
-        from tensorguess.evaluate import evaluate_images
-        from tensorguess.export.runtimes import ExportedClassifier
-        from tensorguess.predict import load_classifier
+        from tensorguess.classify.exported import ExportedClassifier
+        from tensorguess.classify.loading import load_classifier
+        from tensorguess.features.engines import FLOAT32 as F32_PRECISION
+        from tensorguess.features.engines import resolved_engine
+        from tensorguess.quality.evaluate import evaluate_images
 
         if self._float32_accuracy is None:
             engine = resolved_engine(None, F32_PRECISION)

@@ -20,7 +20,7 @@ OPSET = 17
 def onnx_model(model: TrainedModel) -> bytes:
     """The .onnx bytes of `model`, with its labels and input conventions as properties."""
     require_extra("export")
-    from tensorguess.engines import quiet_tensorflow_logger
+    from tensorguess.quiet import quiet_tensorflow_logger
 
     with quiet_tensorflow_logger():
         import tf2onnx

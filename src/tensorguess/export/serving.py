@@ -38,7 +38,7 @@ def next_version(base: Path) -> int:
 
 def write_serving_model(folder: Path, model: TrainedModel) -> None:
     """Write the SavedModel into `folder` (which must not exist yet)."""
-    from tensorguess.engines import quiet_tensorflow_logger
+    from tensorguess.quiet import quiet_tensorflow_logger
 
     with quiet_tensorflow_logger():  # TF1's signature helpers warn that they are TF1's
         _build(folder, model)
@@ -71,6 +71,8 @@ def served_scores(folder: Path):
 def _build(folder: Path, model: TrainedModel) -> None:
     import tensorflow as tf
 
+    from tensorguess.features.engines.tensorflow import save_graph_signatures
+
     tf1 = tf.compat.v1
     size = model.image_size
     with tf.Graph().as_default():
@@ -93,22 +95,17 @@ def _build(folder: Path, model: TrainedModel) -> None:
         )
         scores = tf.identity(scores, name="scores")
         classes = tf.tile(tf.constant([model.labels]), [tf.shape(scores)[0], 1], name="classes")
-        builder = tf1.saved_model.Builder(str(folder))
-        with tf1.Session() as session:
-            builder.add_meta_graph_and_variables(
-                session,
-                [tf1.saved_model.tag_constants.SERVING],
-                signature_def_map={
-                    "serving_default": tf1.saved_model.predict_signature_def(
-                        {"images": images}, {"scores": scores, "classes": classes}
-                    ),
-                    "classify": tf1.saved_model.classification_signature_def(
-                        examples, classes, scores
-                    ),
-                },
-                strip_default_attrs=True,
-            )
-        builder.save()
+        save_graph_signatures(
+            folder,
+            {
+                "serving_default": tf1.saved_model.predict_signature_def(
+                    {"images": images}, {"scores": scores, "classes": classes}
+                ),
+                "classify": tf1.saved_model.classification_signature_def(
+                    examples, classes, scores
+                ),
+            },
+        )
 
 
 def decode_like_training(contents, size: int):

@@ -8,16 +8,27 @@ the training split calibrates int8 models, the test split measures what quantisi
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from tensorguess.dataset import TEST, TRAIN, LabelledImage, scan_data
+from tensorguess.classify.model_reader import (
+    graph_metadata,
+    read_graph,
+    read_labels,
+    read_model_bytes,
+)
+from tensorguess.data.dataset import (
+    TEST,
+    TESTING_PERCENTAGE,
+    TRAIN,
+    VALIDATION_PERCENTAGE,
+    LabelledImage,
+    scan_data,
+)
 from tensorguess.errors import TensorguessError
-from tensorguess.model_files import GRAPH_FILE, INPUT_PIXELS, LABELS_FILE, METADATA_FILE, OUTPUT
-from tensorguess.predict import read_graph, read_labels, read_model_bytes
+from tensorguess.model_files import GRAPH_FILE, INPUT_PIXELS, LABELS_FILE, OUTPUT
 
 # int8 calibration: a few hundred training photos, as many of each label as there are.
 CALIBRATION_PHOTOS = 300
@@ -104,7 +115,8 @@ def read_trained_model(tf_files: Path) -> TrainedModel:
             "needs a model trained by tensorguess: train one with train.sh"
         )
     dims = [dim.size for dim in nodes[INPUT_PIXELS].attr["shape"].shape.dim]
-    model = TrainedModel(tf_files, graph_def, labels, dims[1], _metadata_of(tf_files, data))
+    metadata = graph_metadata(graph_path, hashlib.sha256(data).hexdigest())
+    model = TrainedModel(tf_files, graph_def, labels, dims[1], metadata)
     classes = model.reference_scores(np.zeros((1, dims[1], dims[2], 3), np.uint8)).shape[-1]
     if classes != len(labels):
         raise TensorguessError(
@@ -112,18 +124,6 @@ def read_trained_model(tf_files: Path) -> TrainedModel:
             "classes; train again with train.sh"
         )
     return model
-
-
-def _metadata_of(tf_files: Path, graph_bytes: bytes) -> dict:
-    try:
-        metadata = json.loads((tf_files / METADATA_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(metadata, dict):
-        return {}
-    if metadata.get("graph_sha256") != hashlib.sha256(graph_bytes).hexdigest():
-        return {}  # written for another graph: its facts would be wrong
-    return metadata
 
 
 @dataclass
@@ -147,8 +147,8 @@ def model_photos(model: TrainedModel, calibration_photos: int = CALIBRATION_PHOT
     try:
         scan = scan_data(
             data,
-            model.metadata.get("validation_percentage", 10),
-            model.metadata.get("testing_percentage", 10),
+            model.metadata.get("validation_percentage", VALIDATION_PERCENTAGE),
+            model.metadata.get("testing_percentage", TESTING_PERCENTAGE),
             least_labels=1,
         )
     except TensorguessError:
@@ -169,7 +169,7 @@ def model_photos(model: TrainedModel, calibration_photos: int = CALIBRATION_PHOT
 
 def check_pixels(model: TrainedModel, photos: Photos) -> np.ndarray:
     """uint8 pixels every exported file is checked on: training photos, else fixed noise."""
-    from tensorguess.images import UnreadableImage, load_pixels
+    from tensorguess.data.images import UnreadableImage, load_pixels
 
     size = model.image_size
     pixels = []

@@ -40,7 +40,7 @@ def tflite_model(
     0-255 and its quantisation is the identity (scale 1, zero point 0): apps feed camera
     pixels as they are.
     """
-    from tensorguess.engines import muted_stderr, quiet_tensorflow_logger
+    from tensorguess.quiet import muted_stderr, quiet_tensorflow_logger
 
     with quiet_tensorflow_logger(), muted_stderr(), warnings.catch_warnings():
         # The converter's notes on what it does anyway ("Statistics for quantized inputs

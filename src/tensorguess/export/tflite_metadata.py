@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 import flatbuffers
 import numpy as np
 
+from tensorguess.classify.exported import PACKED_LABELS_FILE
+
 METADATA_NAME = "TFLITE_METADATA"
 METADATA_IDENTIFIER = b"M001"
 MODEL_IDENTIFIER = b"TFL3"
-LABELS_FILE = "labels.txt"
 # Everything we write was in the schema's first version (metadata_version.cc lists what came
 # later: tokenizers, tensor groups, audio, associated file versions, custom metadata).
 MIN_PARSER_VERSION = "1.0.0"
@@ -154,7 +155,7 @@ def metadata_buffer(info: ClassifierMetadata) -> bytes:
             6: [
                 Table(
                     {
-                        0: LABELS_FILE,
+                        0: PACKED_LABELS_FILE,
                         1: "One label per line, in the order of the scores.",
                         2: Byte(_FILE_TENSOR_AXIS_LABELS),
                     }
@@ -197,18 +198,5 @@ def with_metadata(model: bytes, info: ClassifierMetadata) -> bytes:
     # Appended as a zip: offsets in its directory count from the start of the file, which is
     # what zipfile writes when it appends to a stream that already holds the model.
     with zipfile.ZipFile(archive, "a", zipfile.ZIP_STORED) as packed:
-        packed.writestr(LABELS_FILE, "".join(f"{label}\n" for label in info.labels))
+        packed.writestr(PACKED_LABELS_FILE, "".join(f"{label}\n" for label in info.labels))
     return archive.getvalue()
-
-
-def packed_labels(model: bytes) -> list[str] | None:
-    """The labels packed in a .tflite file by `with_metadata` (or MediaPipe's writers), or None."""
-    try:
-        with zipfile.ZipFile(io.BytesIO(model)) as packed:
-            text = packed.read(LABELS_FILE).decode("utf-8")
-    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError):
-        return None
-    labels = text.split("\n")
-    while labels and not labels[-1]:
-        labels.pop()
-    return labels or None

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tensorguess.predict import Prediction
+from tensorguess.classify.prediction import Prediction
 from tensorguess.serve.model import ServedModel
 
 

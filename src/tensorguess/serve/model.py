@@ -1,10 +1,10 @@
 """The model a server answers with, and the switch to the next one train.sh writes.
 
 train.sh writes the graph, the labels and tensorguess.json under temporary names and then
-renames them into place back to back (export.py). The server looks at those three files
-every second; once they have changed and train.sh is done (its lock file is gone), it
-loads the new model on a thread, beside the old one, and takes it only when the three
-agree (tensorguess.json names the graph's SHA-256 and the labels), so a model caught
+renames them into place back to back (training/model_writer.py). The server looks at
+those three files every second; once they have changed and train.sh is done (its lock file
+is gone), it loads the new model on a thread, beside the old one, and takes it only when the
+three agree (tensorguess.json names the graph's SHA-256 and the labels), so a model caught
 between two renames is never served: it is tried again at the next look. The switch is
 one assignment: a request takes the model once, when it starts, and finishes on it, so
 requests in flight finish on the old model while new ones get the new one. A new model
@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from tensorguess.classify.classifier import Classifier
+from tensorguess.classify.loading import load_classifier
+from tensorguess.classify.model_reader import read_metadata
 from tensorguess.errors import TensorguessError
 from tensorguess.files import LOCK_FILE
 from tensorguess.model_files import GRAPH_FILE, LABELS_FILE, METADATA_FILE
-from tensorguess.predict import Classifier, load_classifier
 
 # How often the files are looked at, and how many times a model whose files disagree is
 # tried again before the server says so (train.sh renames them within milliseconds).
@@ -70,14 +71,6 @@ def model_stamp(tf_files: Path) -> Stamp:
     return tuple(stamp)
 
 
-def _metadata(tf_files: Path) -> dict:
-    try:
-        metadata = json.loads((tf_files / METADATA_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return metadata if isinstance(metadata, dict) else {}
-
-
 def _version(metadata: dict, tf_files: Path) -> int:
     """TF Serving's version number: when the model was trained, in seconds since 1970."""
     try:
@@ -90,7 +83,7 @@ def load_served_model(tf_files: Path, engine: str | None) -> ServedModel:
     """The model in `tf_files`, if its files agree; `ModelChanging` when they do not yet."""
     tf_files = Path(tf_files)
     stamp = model_stamp(tf_files)
-    metadata = _metadata(tf_files)
+    metadata = read_metadata(tf_files)
     classifier = load_classifier(tf_files, engine=engine)
     if not classifier.takes_pixels:
         raise TensorguessError(
@@ -100,7 +93,7 @@ def load_served_model(tf_files: Path, engine: str | None) -> ServedModel:
     if metadata and (
         metadata.get("graph_sha256") != classifier.graph_sha256
         or metadata.get("labels") != classifier.labels
-        or _metadata(tf_files) != metadata
+        or read_metadata(tf_files) != metadata
     ):
         raise ModelChanging(f"{tf_files}: the model files disagree (train.sh is writing them?)")
     return ServedModel(classifier, _version(metadata, tf_files), stamp, metadata)

@@ -17,7 +17,7 @@ from typing import Any
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-# The input's name in saved_model/'s serving_default signature (export.py).
+# The input's name in saved_model/'s serving_default signature (training/model_writer.py).
 INPUT_NAME = "images"
 SIGNATURES = ("", "serving_default")
 

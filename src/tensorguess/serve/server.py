@@ -15,7 +15,8 @@ from collections.abc import Callable
 import uvicorn
 
 from tensorguess.errors import TensorguessError
-from tensorguess.serve.app import ServeSettings, create_app
+from tensorguess.serve.app import create_app
+from tensorguess.serve.context import ServeSettings
 from tensorguess.serve.model import LiveModel, first_model
 
 

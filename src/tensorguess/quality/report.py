@@ -1,0 +1,384 @@
+"""Pictures of a model: training curves and confusion matrix (PNG), and one HTML page.
+
+The page is self-contained (figures and thumbnails inlined as data: URIs), so it can be
+mailed or opened from a copied folder. Figures are drawn with matplotlib's object API and
+its Agg canvas: no display and no global pyplot state.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tensorguess.features.backbones import Backbone
+from tensorguess.files import printable, write_bytes_atomic, write_text_atomic
+from tensorguess.quality.evaluate import Evaluation, score_text
+
+if TYPE_CHECKING:
+    from tensorguess.quality.doctor import Checkup
+
+TRAINING_CURVES_FILE = "training_curves.png"
+CONFUSION_MATRIX_FILE = "confusion_matrix.png"
+REPORT_FILE = "report.html"
+THUMBNAIL_SIZE = 160
+# A report stays a page, not an archive: beyond this many mistakes only a count is shown.
+MOST_THUMBNAILS = 120
+# Past this many labels the confusion matrix cells are too small to hold their counts.
+MOST_ANNOTATED_LABELS = 30
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", facecolor="white")
+    return buffer.getvalue()
+
+
+def training_curves_png(history: dict[str, list[float]]) -> bytes:
+    """Cross entropy and accuracy per epoch, train and validation; fine-tuning continues on."""
+    figure = _figure(10, 4)
+    loss_axes, accuracy_axes = figure.subplots(1, 2)
+    head_epochs = len(history.get("loss", []))
+    for axes, key, title in (
+        (loss_axes, "loss", "cross entropy"),
+        (accuracy_axes, "accuracy", "accuracy"),
+    ):
+        for prefix, name, color in (
+            ("", "train", "tab:blue"),
+            ("val_", "validation", "tab:orange"),
+        ):
+            values = list(history.get(f"{prefix}{key}", []))
+            tuned = list(history.get(f"fine_tune_{prefix}{key}", []))
+            if values or tuned:
+                axes.plot(
+                    range(1, len(values) + len(tuned) + 1), values + tuned, color=color, label=name
+                )
+        if history.get(f"fine_tune_{key}"):
+            # A shaded span named in the legend: a text label would sit on the curves.
+            tuned_epochs = len(history[f"fine_tune_{key}"])
+            axes.axvspan(
+                head_epochs + 0.5,
+                head_epochs + tuned_epochs + 0.5,
+                color="grey",
+                alpha=0.15,
+                label="fine-tuning",
+            )
+        axes.set_title(title)
+        axes.set_xlabel("epoch")
+        axes.grid(alpha=0.3)
+        axes.legend()
+    accuracy_axes.set_ylim(top=1.01)
+    return _png(figure)
+
+
+def confusion_matrix_png(labels: Sequence[str], confusion: Sequence[Sequence[int]]) -> bytes:
+    """The confusion matrix: true label down, guessed label across, counts in the cells."""
+    import numpy as np
+
+    matrix = np.asarray(confusion, dtype=np.int64).reshape(len(labels), len(labels))
+    side = min(4 + 0.45 * len(labels), 24)
+    figure = _figure(side + 1.5, side)
+    axes = figure.subplots()
+    # Colour by the share of each true label, so a small label's mistakes show as well.
+    totals = np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    image = axes.imshow(matrix / totals, cmap="Blues", vmin=0, vmax=1)
+    figure.colorbar(image, ax=axes, shrink=0.8, label="share of the true label")
+    ticks = range(len(labels))
+    axes.set_xticks(ticks, labels=labels, rotation=45 if len(labels) > 4 else 0, ha="right")
+    axes.set_yticks(ticks, labels=labels)
+    axes.set_xlabel("guessed label")
+    axes.set_ylabel("true label")
+    axes.set_title(f"confusion matrix (N={int(matrix.sum())})")
+    if len(labels) <= MOST_ANNOTATED_LABELS:
+        for row in range(len(labels)):
+            for column in range(len(labels)):
+                share = matrix[row, column] / totals[row, 0]
+                axes.text(
+                    column,
+                    row,
+                    str(matrix[row, column]),
+                    ha="center",
+                    va="center",
+                    color="white" if share > 0.5 else "black",
+                    fontsize=9,
+                )
+    return _png(figure)
+
+
+def thumbnail_jpeg(path: Path | str, size: int = THUMBNAIL_SIZE) -> bytes | None:
+    """A small upright JPEG of a photo, or None when it cannot be read."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (size, size))
+            image = ImageOps.exif_transpose(image).convert("RGB")
+            image.thumbnail((size, size))
+            buffer = io.BytesIO()
+            image.save(buffer, format="JPEG", quality=85)
+            return buffer.getvalue()
+    except Exception:  # noqa: BLE001  (a photo that cannot be shown only loses its picture)
+        return None
+
+
+def _data_uri(kind: str, data: bytes) -> str:
+    return f"data:{kind};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; }
+table { border-collapse: collapse; } td, th { padding: 0.25em 0.8em; text-align: right; }
+th { border-bottom: 1px solid #999; } td:first-child, th:first-child { text-align: left; }
+tr:nth-child(even) td { background: #f3f3f3; }
+img.figure { max-width: 100%; border: 1px solid #ddd; }
+.mistakes { display: flex; flex-wrap: wrap; gap: 12px; }
+figure.mistake { margin: 0; width: 170px; font-size: 0.8em; overflow-wrap: anywhere; }
+figure.mistake img { display: block; max-width: 160px; max-height: 160px; }
+figure.pair { width: 340px; } figure.pair img { display: inline-block; margin-right: 4px; }
+dl { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em; }
+dt { font-weight: bold; } dd { margin: 0; }
+"""
+
+
+def render_html(
+    title: str,
+    facts: Sequence[tuple[str, str]],
+    evaluation: Evaluation | None,
+    figures: Sequence[tuple[str, bytes]],
+    checkup: Checkup | None = None,
+) -> str:
+    """The report page: facts, figures, the per-label table, the misclassified photos and
+    the data check."""
+    escape = html.escape
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>{escape(title)}</h1>",
+        "<dl>",
+        *(f"<dt>{escape(name)}</dt><dd>{escape(value)}</dd>" for name, value in facts),
+        "</dl>",
+    ]
+    for caption, png in figures:
+        parts += [
+            f"<h2>{escape(caption)}</h2>",
+            f'<img class="figure" alt="{escape(caption)}" src="{_data_uri("image/png", png)}">',
+        ]
+    if evaluation is not None:
+        parts += _evaluation_html(evaluation)
+    if checkup is not None:
+        parts += _checkup_html(checkup)
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _evaluation_html(evaluation: Evaluation) -> list[str]:
+    escape = html.escape
+    parts = [
+        "<h2>Per label</h2>",
+        "<table><tr><th>label</th><th>precision</th><th>recall</th><th>F1</th><th>photos</th></tr>",
+    ]
+    for row in evaluation.per_label:
+        parts.append(
+            f"<tr><td>{escape(row.label)}</td><td>{score_text(row.precision)}</td>"
+            f"<td>{score_text(row.recall)}</td><td>{score_text(row.f1)}</td>"
+            f"<td>{row.support}</td></tr>"
+        )
+    parts.append("</table>")
+    parts.append(f"<h2>Misclassified photos ({len(evaluation.mistakes)})</h2>")
+    if not evaluation.mistakes:
+        parts.append("<p>None: every photo got its own label.</p>")
+        return parts
+    parts.append('<div class="mistakes">')
+    for mistake in evaluation.mistakes[:MOST_THUMBNAILS]:
+        picture = thumbnail_jpeg(mistake.path)
+        image = (
+            f'<img alt="{escape(mistake.truth)}" src="{_data_uri("image/jpeg", picture)}">'
+            if picture
+            else "<p>(cannot show this file)</p>"
+        )
+        parts.append(
+            f'<figure class="mistake">{image}<figcaption><b>{escape(mistake.truth)}</b> '
+            f"guessed as <b>{escape(mistake.guess)}</b> ({mistake.guess_score:.3f})<br>"
+            f"{escape(printable(Path(mistake.path).name))}</figcaption></figure>"
+        )
+    parts.append("</div>")
+    if len(evaluation.mistakes) > MOST_THUMBNAILS:
+        parts.append(f"<p>... and {len(evaluation.mistakes) - MOST_THUMBNAILS} more.</p>")
+    return parts
+
+
+def _picture(path: str, alt: str) -> str:
+    picture = thumbnail_jpeg(path)
+    if picture is None:
+        return "<p>(cannot show this file)</p>"
+    return f'<img alt="{html.escape(alt)}" src="{_data_uri("image/jpeg", picture)}">'
+
+
+def _file_name(path: str) -> str:
+    return html.escape(printable(Path(path).name))
+
+
+def _gallery(parts: list[str], items: Sequence, figures: list[str]) -> None:
+    """Thumbnails with captions (`figures`, the first MOST_THUMBNAILS of `items`)."""
+    if not items:
+        parts.append("<p>None found.</p>")
+        return
+    parts += ['<div class="mistakes">', *figures, "</div>"]
+    if len(items) > MOST_THUMBNAILS:
+        parts.append(f"<p>... and {len(items) - MOST_THUMBNAILS} more.</p>")
+
+
+def _checkup_html(checkup: Checkup) -> list[str]:
+    """The data check: label counts, likely mislabelled photos, near-duplicates, outliers."""
+    escape, name = html.escape, _file_name
+    parts = [
+        "<h2>Data check</h2>",
+        "<p>Nothing was moved or changed: look, then fix data/ by hand. "
+        "<code>tensorguess doctor TF_FILES --json</code> lists the same.</p>",
+        "<table><tr><th>label</th><th>photos</th></tr>",
+        *(
+            f"<tr><td>{escape(label)}</td><td>{count}</td></tr>"
+            for label, count in checkup.counts.items()
+        ),
+        "</table>",
+        f"<h2>Likely mislabelled ({len(checkup.label_issues)})</h2>",
+    ]
+    _gallery(
+        parts,
+        checkup.label_issues,
+        [
+            f'<figure class="mistake">{_picture(issue.path, issue.label)}<figcaption>'
+            f"labelled <b>{escape(issue.label)}</b>, likely <b>{escape(issue.suggested)}</b> "
+            f"({issue.confidence:.2f})<br>{name(issue.path)}</figcaption></figure>"
+            for issue in checkup.label_issues[:MOST_THUMBNAILS]
+        ],
+    )
+    parts.append(f"<h2>Near-duplicates ({len(checkup.near_duplicates)} pairs)</h2>")
+    figures = []
+    for pair in checkup.near_duplicates[:MOST_THUMBNAILS]:
+        notes = ["identical" if pair.identical else f"similarity {pair.similarity:.3f}"]
+        notes += [
+            f"{label} ({split})" for label, split in zip(pair.labels, pair.splits, strict=True)
+        ]
+        pictures = "".join(
+            _picture(path, label) for path, label in zip(pair.paths, pair.labels, strict=True)
+        )
+        figures.append(
+            f'<figure class="mistake pair">{pictures}<figcaption>{escape("; ".join(notes))}<br>'
+            f"{name(pair.paths[0])} ~ {name(pair.paths[1])}</figcaption></figure>"
+        )
+    _gallery(parts, checkup.near_duplicates, figures)
+    parts.append(f"<h2>Outliers: far from every label ({len(checkup.outliers)})</h2>")
+    _gallery(
+        parts,
+        checkup.outliers,
+        [
+            f'<figure class="mistake">{_picture(outlier.path, outlier.label)}<figcaption>'
+            f"<b>{escape(outlier.label)}</b>, novelty {outlier.novelty:.3f}<br>"
+            f"{name(outlier.path)}</figcaption></figure>"
+            for outlier in checkup.outliers[:MOST_THUMBNAILS]
+        ],
+    )
+    return parts
+
+
+def training_facts(
+    backbone: Backbone,
+    splits: dict[str, Sequence],
+    evaluation: Evaluation,
+    settings: Sequence[tuple[str, str]],
+    seconds: float,
+) -> list[tuple[str, str]]:
+    """The report's header for a training run: result, backbone, photos, settings, time."""
+    if evaluation.accuracy is None:
+        result = "n/a (no test photos)"
+    else:
+        result = f"{100 * evaluation.accuracy:.1f}% (N={evaluation.count})"
+    return [
+        ("test accuracy", result),
+        ("backbone", f"{backbone.name} at {backbone.image_size} px"),
+        ("photos", ", ".join(f"{len(split)} {name}" for name, split in splits.items())),
+        *settings,
+        ("training time", f"{seconds:.0f} s"),
+    ]
+
+
+def write_summaries(folder: Path, history: dict[str, list[float]]) -> None:
+    """TensorBoard scalars per epoch under `folder`/train and /validation, as retrain.py did.
+
+    Fine-tuning epochs continue the head's epochs on the same curves. `tf.summary.scalar`
+    lives in the tensorboard package; `tf.summary.write` with the scalars plugin's metadata
+    writes the same record with TensorFlow alone.
+    """
+    import tensorflow as tf
+    from tensorflow.core.framework import summary_pb2
+
+    metadata = summary_pb2.SummaryMetadata()
+    metadata.plugin_data.plugin_name = "scalars"
+    for split, prefix in (("train", ""), ("validation", "val_")):
+        writer = tf.summary.create_file_writer(str(Path(folder) / split))
+        with writer.as_default():
+            for key, tag in (("loss", "cross_entropy"), ("accuracy", "accuracy")):
+                values = history.get(f"{prefix}{key}", []) + history.get(
+                    f"fine_tune_{prefix}{key}", []
+                )
+                for epoch, value in enumerate(values, start=1):
+                    tf.summary.write(
+                        tag,
+                        tf.constant(value, tf.float32),
+                        step=epoch,
+                        metadata=metadata.SerializeToString(),
+                    )
+        writer.close()
+
+
+def write_report(
+    page: Path,
+    title: str,
+    facts: Sequence[tuple[str, str]],
+    evaluation: Evaluation | None,
+    history: dict[str, list[float]] | None = None,
+    save_figures: bool = True,
+    checkup: Checkup | None = None,
+) -> list[Path]:
+    """Write the page (and, with `save_figures`, each figure as a PNG beside it); return paths."""
+    page = Path(page)
+    figures: list[tuple[str, str, bytes]] = []
+    if history and history.get("loss"):
+        figures.append(("Training curves", TRAINING_CURVES_FILE, training_curves_png(history)))
+    if evaluation is not None and evaluation.count:
+        figures.append(
+            (
+                "Confusion matrix",
+                CONFUSION_MATRIX_FILE,
+                confusion_matrix_png(evaluation.labels, evaluation.confusion),
+            )
+        )
+    written = []
+    if save_figures:
+        for _, name, png in figures:
+            write_bytes_atomic(page.parent / name, png)
+            written.append(page.parent / name)
+    created = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    text = render_html(
+        title,
+        [*facts, ("written", created)],
+        evaluation,
+        [(caption, png) for caption, _, png in figures],
+        checkup,
+    )
+    write_text_atomic(page, text)
+    written.append(page)
+    return written

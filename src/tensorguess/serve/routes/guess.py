@@ -1,0 +1,56 @@
+"""`POST /v1/guess`: photos as multipart files (or one photo as the body) answered with what
+`guess --json` prints."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from tensorguess.serve.context import Context
+from tensorguess.serve.payloads import BadRequest, Upload, multipart_files
+from tensorguess.serve.schemas import MULTIPART_BODY, REFUSALS, ErrorAnswer, GuessAnswer
+
+router = APIRouter()
+
+
+@router.post(
+    "/v1/guess",
+    response_model=list[GuessAnswer],
+    tags=["tensorguess"],
+    summary="label photos (multipart files, or one image as the body)",
+    description=(
+        "Answers what `guess --json` prints: per photo, the labels best first, or why the "
+        "photo could not be read. 400 only when no photo could be read."
+    ),
+    responses={**REFUSALS, 415: {"model": ErrorAnswer, "description": "not multipart"}},
+    openapi_extra=MULTIPART_BODY,
+)
+async def guess(
+    request: Request, context: Context, top_k: int | None = Query(None, ge=1)
+):
+    content_type = request.headers.get("content-type", "")
+    kind = content_type.split(";")[0].strip().lower()
+    if kind != "multipart/form-data" and not (
+        kind.startswith("image/") or kind == "application/octet-stream"
+    ):
+        raise HTTPException(
+            415,
+            "send the photos as multipart/form-data files (curl -F files=@photo.jpg), "
+            "or one photo as the body with Content-Type image/*",
+        )
+    model = context.live.current
+    body = await request.body()
+    if kind == "multipart/form-data":
+        loop = asyncio.get_running_loop()
+        uploads = await loop.run_in_executor(context.decoders, multipart_files, content_type, body)
+    else:
+        uploads = [Upload("image", body)]
+    results = await context.predictions(model, uploads)
+    if all(result.scores is None for result in results):
+        first = results[0]
+        more = f" (and {len(results) - 1} more)" if len(results) > 1 else ""
+        raise BadRequest(f"{first.path}: {first.problem}{more}")
+    return JSONResponse([result.to_json(model.labels, top_k) for result in results])

@@ -1,0 +1,399 @@
+"""Fine-tuning: the top blocks of an embedded backbone trained together with the head.
+
+Fine-tuning changes the features themselves, so the feature cache cannot serve it. The
+frozen bottom of the backbone does not change, though: unless photos are distorted afresh
+at every step, its output for each photo (the "boundary") is computed once, on the engine
+that computes the features (OpenVINO on a CPU, in the precision the exported model will run
+in), kept in a temporary file, and every epoch runs only the top blocks on it: several
+times faster than running the whole backbone each epoch. With distortions, every epoch
+decodes every training photo, distorts it and runs the whole backbone on it. It starts from
+the head trained on cached features, and keeps the weights of its best validation epoch (the
+starting point included), so it never ends worse on validation than it began. The
+backbone's own model is changed in place, so the export freezes the fine-tuned weights into
+the same graph as always.
+
+With two or more local GPUs it trains on all of them (`tf.distribute.MirroredStrategy`):
+each takes a batch of `batch_size` photos, so a step sees `batch_size` times the number of
+GPUs; the loss is divided by that global batch and the gradients summed across them, and
+batch normalisation computes its statistics over the global batch, so N devices give what
+one device gives with the global batch, up to float noise (tested on two logical CPUs).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from tensorguess.data.images import pixel_batches
+from tensorguess.errors import TensorguessError
+from tensorguess.features.backbones import Backbone
+from tensorguess.training.augment import distort
+from tensorguess.training.head import (
+    Say,
+    TrainedHead,
+    build_head,
+    dense_layers,
+    label_weights,
+    run_epochs,
+)
+from tensorguess.training.options import DistortionOptions, FineTuneOptions, HeadOptions
+
+
+@dataclass
+class LabelledPaths:
+    """Photos of one split and their integer labels."""
+
+    paths: Sequence[Path]
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def split_backbone(backbone: Backbone, blocks: int) -> tuple[keras.Model, keras.Model]:
+    """(frozen bottom, trainable top): the top is the last `blocks` blocks and the head conv.
+
+    Both share the backbone model's layers, so training the top changes the backbone.
+    """
+    return _split(getattr(backbone, "model", None), blocks, backbone.name)
+
+
+def _split(model, blocks: int, name: str) -> tuple[keras.Model, keras.Model]:
+    layers = model.layers if isinstance(model, keras.Model) else []
+    indices = sorted(
+        {int(layer.name[5:].split("_")[0]) for layer in layers if layer.name[:5] == "block"}
+    )
+    if not indices:
+        raise TensorguessError(
+            f"--fine_tune works with the efficientnet_lite backbones only, not {name}"
+        )
+    if not 1 <= blocks < len(indices):
+        raise TensorguessError(
+            f"--fine_tune_blocks must be between 1 and {len(indices) - 1} for this backbone"
+        )
+    last_frozen = indices[-blocks - 1]
+    names = {layer.name for layer in model.layers}
+    cut = f"block{last_frozen}_add"
+    if cut not in names:
+        cut = f"block{last_frozen}_project_conv"
+    boundary = model.get_layer(cut).output
+    return keras.Model(model.input, boundary), keras.Model(boundary, model.output)
+
+
+def fine_tune(
+    backbone: Backbone,
+    head: TrainedHead,
+    head_options: HeadOptions,
+    train: LabelledPaths,
+    validation: LabelledPaths,
+    test: LabelledPaths,
+    distortions: DistortionOptions,
+    options: FineTuneOptions,
+    seed: int = 0,
+    say: Say = print,
+    devices: Sequence[str] | None = None,
+    engine: str | None = None,
+) -> TrainedHead:
+    """Fine-tune the top `options.blocks` blocks and the head; return the new head.
+
+    `devices` to train on (default: every local GPU); with fewer than two, the one device.
+    `engine` computes the frozen bottom's output (as `engines.resolved_engine` reads it).
+    """
+    import tensorflow as tf
+
+    strategy = distribution(devices)
+    replicas = strategy.num_replicas_in_sync
+    global_batch = options.batch_size * replicas
+    frozen, _ = split_backbone(backbone, options.blocks)  # refuses a backbone it cannot tune
+    model = backbone.model
+    num_classes = head.layers[-1][1].shape[0]
+    steps = options.epochs * -(-len(train) // global_batch)
+    with strategy.scope():
+        if replicas > 1:  # mirrored on every device; copied back into the backbone at the end
+            model = keras.models.clone_model(model, clone_function=_synchronized)
+            model.set_weights(backbone.model.get_weights())
+        _, top = _split(model, options.blocks, backbone.name)
+        classifier = build_head(backbone.feature_dim, num_classes, head_options)
+        classifier.set_weights([array for layer in head.layers for array in layer])
+        optimizer = keras.optimizers.Adam(
+            keras.optimizers.schedules.CosineDecay(options.learning_rate, decay_steps=steps)
+        )
+        trainable = top.trainable_weights + classifier.trainable_weights
+        optimizer.build(trainable)  # its variables now, mirrored, not inside the first step
+    loss_function = keras.losses.CategoricalCrossentropy(
+        label_smoothing=head_options.label_smoothing
+    )
+    photo_losses = keras.losses.CategoricalCrossentropy(
+        label_smoothing=head_options.label_smoothing, reduction=None
+    )
+    weights = label_weights(train.labels, num_classes, head_options.class_weights == "balanced")
+    size = backbone.image_size
+
+    @tf.function(reduce_retracing=True)
+    def frozen_bottom(pixels):
+        return frozen(backbone.preprocess(pixels), training=False)
+
+    @tf.function(reduce_retracing=True)
+    def distorted_bottom(pixels, seeds):
+        return frozen_bottom(distort(pixels, seeds, distortions, size))
+
+    def replica_step(boundary, targets, photo_weights, photos):
+        with tf.GradientTape() as tape:
+            scores = classifier(top(boundary, training=True), training=True)
+            # Divided by the photos of the whole step: the replicas' gradients are summed.
+            loss = tf.reduce_sum(photo_losses(targets, scores) * photo_weights) / photos
+        optimizer.apply_gradients(zip(tape.gradient(loss, trainable), trainable, strict=True))
+        return loss, scores
+
+    @tf.function(reduce_retracing=True)
+    def distributed_step(boundary, targets, photo_weights, photos):
+        losses, scores = strategy.run(replica_step, args=(boundary, targets, photo_weights, photos))
+        total = strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+        return total, tf.concat(strategy.experimental_local_results(scores), axis=0)
+
+    def step(boundary: np.ndarray, labels: np.ndarray):
+        """One step on a global batch, split in equal shares over the replicas, in order;
+        returns its loss, its scores and the label each photo counts as (mixup: the larger
+        share of the pair)."""
+        targets = np.eye(num_classes, dtype=np.float32)[labels]
+        photo_weights = weights[labels]
+        if options.mixup:
+            boundary, targets, photo_weights, labels = _mixed(
+                rng, options.mixup, boundary, targets, photo_weights, labels
+            )
+        parts = (boundary, targets, photo_weights)
+        shares = [
+            tuple(part[rows] for part in parts)
+            for rows in np.array_split(np.arange(len(labels)), replicas)
+        ]
+        values = [
+            strategy.experimental_distribute_values_from_function(
+                lambda context, part=part: shares[context.replica_id_in_sync_group][part]
+            )
+            for part in range(len(parts))
+        ]
+        loss, scores = distributed_step(*values, tf.constant(len(labels), tf.float32))
+        return loss, scores, labels
+
+    @tf.function(reduce_retracing=True)
+    def scores_of(boundary):
+        return classifier(top(boundary, training=False), training=False)
+
+    rng = np.random.default_rng(seed)
+    scratch = tempfile.TemporaryDirectory(prefix="tensorguess-fine-tune-")
+    boundaries: dict[int, np.ndarray] = {}
+    mirrors: np.ndarray | None = None  # the training photos' mirror images' boundaries
+    # Mirroring is the one distortion whose views can be stored: two per photo.
+    stores_mirrors = distortions.mirrors_only
+    runs_bottom_each_epoch = distortions.distorts and not stores_mirrors
+
+    def batches(split: LabelledPaths, order: np.ndarray, training: bool) -> Iterator:
+        """(boundary batch, rows of `split`) in `order`: from the stored boundaries (in
+        training, each photo's or its mirror image's at random when mirrors are stored), or
+        by running the bottom on photos distorted afresh (training with distortions)."""
+        if id(split) in boundaries:
+            stored = boundaries[id(split)]
+            for start in range(0, len(order), global_batch):
+                rows = order[start : start + global_batch]
+                if mirrors is None or not training:
+                    yield stored[rows], rows
+                    continue
+                flip = rng.random(len(rows)) < 0.5
+                batch = np.empty((len(rows), *stored.shape[1:]), stored.dtype)
+                batch[~flip], batch[flip] = stored[rows[~flip]], mirrors[rows[flip]]
+                yield batch, rows
+            return
+        start = 0
+        for pixels, _ in pixel_batches([split.paths[i] for i in order], size, global_batch):
+            rows = order[start : start + len(pixels)]
+            start += len(rows)
+            pixels = tf.cast(pixels, tf.float32)
+            if training:
+                seeds = rng.integers(0, 2**31 - 1, size=(len(rows), 2))
+                yield distorted_bottom(pixels, seeds).numpy(), rows
+            else:
+                yield frozen_bottom(pixels).numpy(), rows
+
+    def measure(split: LabelledPaths) -> tuple[float, float, np.ndarray]:
+        """Cross entropy, accuracy and scores of a split with the current weights."""
+        parts = [
+            scores_of(boundary).numpy()
+            for boundary, _ in batches(split, np.arange(len(split)), training=False)
+        ]
+        scores = np.concatenate(parts) if parts else np.zeros((0, num_classes), np.float32)
+        if not len(split):
+            return 0.0, 0.0, scores
+        targets = np.eye(num_classes, dtype=np.float32)[split.labels]
+        loss = float(loss_function(targets, scores))
+        return loss, float((scores.argmax(axis=1) == split.labels).mean()), scores
+
+    def train_epoch() -> tuple[float, float]:
+        total_loss = correct = 0.0
+        seen = 0
+        for boundary, rows in batches(train, rng.permutation(len(train)), training=True):
+            if len(rows) < replicas:
+                continue  # a last handful too few to share out: shuffled in next epoch
+            loss, scores, labels = step(boundary, train.labels[rows])
+            total_loss += float(loss) * len(rows)
+            correct += int((np.argmax(scores, axis=1) == labels).sum())
+            seen += len(rows)
+        return total_loss / seen, correct / seen
+
+    devices_used = ""
+    if replicas > 1:
+        devices_used = f", on {replicas} devices ({global_batch} photos a step)"
+    if runs_bottom_each_epoch:
+        say(
+            f"Fine-tuning the top {options.blocks} blocks of {backbone.name} for up to "
+            f"{options.epochs} epochs: the feature cache cannot help here, so each epoch runs "
+            f"the backbone on all {len(train)} training photos, distorted afresh "
+            f"({distortions.settings()}){devices_used}"
+        )
+    else:
+        say(
+            f"Fine-tuning the top {options.blocks} blocks of {backbone.name} for up to "
+            f"{options.epochs} epochs: the feature cache cannot help here; the frozen blocks "
+            f"run once on all {len(train) + len(validation) + len(test)} photos, then each "
+            f"epoch trains the top blocks{devices_used}"
+            + (", on each photo or its mirror image" if stores_mirrors else "")
+            + (f", photos mixed in pairs (mixup {options.mixup:g})" if options.mixup else "")
+        )
+    monitored = validation if len(validation) else train
+    with scratch:
+        if not runs_bottom_each_epoch:
+            run_bottom = _bottom_runner(backbone, frozen, options.blocks, engine)
+            for number, split in enumerate((train, validation, test)):
+                boundaries[id(split)] = _store_boundaries(
+                    run_bottom, split.paths, size, Path(scratch.name) / f"{number}.npy"
+                )
+            if stores_mirrors:
+                mirrors = _store_boundaries(
+                    run_bottom, train.paths, size, Path(scratch.name) / "mirrored.npy", True
+                )
+        epochs = run_epochs(
+            options.epochs,
+            train_epoch,
+            lambda: measure(monitored)[:2],
+            lambda: [weight.numpy() for weight in trainable],
+            len(validation),
+            say,
+            title="Fine-tune epoch",
+            start_counts=True,
+        )
+        for weight, value in zip(trainable, epochs.best_weights, strict=True):
+            weight.assign(value)
+        if model is not backbone.model:
+            backbone.model.set_weights(model.get_weights())
+
+        history = {f"fine_tune_{key}": value for key, value in epochs.history.items()}
+        tuned = TrainedHead(
+            layers=dense_layers(classifier),
+            test_accuracy=None,
+            test_count=len(test),
+            epochs_run=head.epochs_run,
+            history={**head.history, **history},
+        )
+        _, accuracy, tuned.test_scores = measure(test)
+        boundaries.clear()  # memory maps of files about to be removed
+        mirrors = None
+    tuned.test_accuracy = accuracy if len(test) else None
+    return tuned
+
+
+def distribution(devices: Sequence[str] | None = None):
+    """MirroredStrategy over `devices` (default: every local GPU) when there are two or
+    more, else TensorFlow's default strategy (one device, as without any)."""
+    import tensorflow as tf
+
+    if devices is None:
+        devices = [device.name for device in tf.config.list_logical_devices("GPU")]
+    if len(devices) < 2:
+        return tf.distribute.get_strategy()
+    return tf.distribute.MirroredStrategy(list(devices))
+
+
+def _synchronized(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """A copy of `layer` for the mirrored model: batch normalisation over the global batch."""
+    config = layer.get_config()
+    if isinstance(layer, keras.layers.BatchNormalization):
+        config["synchronized"] = True
+    return layer.__class__.from_config(config)
+
+
+def _bottom_runner(backbone: Backbone, bottom: keras.Model, blocks: int, engine: str | None):
+    """`run(pixels uint8 [B, S, S, 3]) -> boundaries` of the frozen bottom, on the engine
+    that computes the features (OpenVINO on a CPU: several times TensorFlow's speed, and the
+    precision the exported model will run in). The bottom keeps its pretrained weights, so
+    its converted model is cached like the backbone's."""
+    from tensorguess.features.engines import cached_runner, freeze_pixels_function, graph_runner
+
+    cache_key = f"bottom-{backbone.cache_key}-top{blocks}"
+    cached = cached_runner(cache_key, engine)
+    if cached is not None:
+        return cached[0]
+    size = backbone.image_size
+    graph_def, input_name, output_name = freeze_pixels_function(
+        lambda pixels: bottom(backbone.preprocess(pixels), training=False), size
+    )
+    run, _ = graph_runner(
+        graph_def,
+        input_name,
+        output_name,
+        (size, size, 3),
+        engine,
+        cache_key=cache_key,
+        whole_pixels=True,
+    )
+    return run
+
+
+def _mixed(
+    rng: np.random.Generator,
+    alpha: float,
+    boundary: np.ndarray,
+    targets: np.ndarray,
+    photo_weights: np.ndarray,
+    labels: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mixup (Zhang et al. 2018) on the top blocks' input: each photo mixed with another of
+    the batch, by a share drawn from Beta(alpha, alpha), targets and label weights likewise;
+    the label returned is the one with the larger share."""
+    share = float(rng.beta(alpha, alpha))
+    other = rng.permutation(len(labels))
+
+    def mix(values: np.ndarray) -> np.ndarray:
+        return (share * values + (1 - share) * values[other]).astype(values.dtype)
+
+    larger = labels if share >= 0.5 else labels[other]
+    return mix(boundary), mix(targets), mix(photo_weights), larger
+
+
+def _store_boundaries(
+    run_bottom: Callable, paths: Sequence[Path], size: int, file: Path, mirror: bool = False
+) -> np.ndarray:
+    """The frozen bottom's output for every photo (its mirror image with `mirror`), in a
+    file mapped into memory.
+
+    On disk rather than in memory: 37 KB a photo for Lite0's top 4 blocks, 140 KB for Lite2's,
+    so a hundred thousand photos would not fit in every machine's memory.
+    """
+    from tensorguess.features.engines import run_ahead
+
+    stored = None
+    start = 0
+    batches = pixel_batches(paths, size, 64)
+    if mirror:
+        batches = ((np.ascontiguousarray(pixels[:, :, ::-1]), why) for pixels, why in batches)
+    for boundary, _ in run_ahead(run_bottom, batches):
+        if stored is None:
+            stored = np.lib.format.open_memmap(
+                file, mode="w+", dtype=np.float32, shape=(len(paths), *boundary.shape[1:])
+            )
+        stored[start : start + len(boundary)] = boundary
+        start += len(boundary)
+    return stored if stored is not None else np.zeros((0,), np.float32)
