@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import ROOT, SUPERHEROES, draw_photos, tensorguess, wrapper
+from helpers import ROOT, SUPERHEROES, InProcess, draw_photos, tensorguess, wrapper
 from tensorguess.data.images import load_pixels
 from tensorguess.errors import TensorguessError
 from tensorguess.features.novelty import fit_novelty
@@ -100,6 +101,35 @@ def test_an_interrupted_export_leaves_the_previous_model_whole(tmp_path, monkeyp
         _export(tmp_path, ["cat", "dog", "fox"])
     assert _model(tmp_path) == previous
     assert not [path for path in tmp_path.iterdir() if path.name.startswith((".tmp-", ".old-"))]
+
+
+def test_a_graph_caught_beside_another_models_labels_refuses_to_name_them(tmp_path, monkeypatch):
+    """A kill between the graph's rename and the labels': the same number of labels, but
+    another model's. Loading must refuse in one line, not print the other model's names."""
+    from tensorguess.classify.loading import load_classifier
+
+    _export(tmp_path, ["cat", "dog"])
+    real_replace = os.replace
+
+    def killed_after_the_graph(source, target):
+        real_replace(source, target)
+        if Path(target) == tmp_path / "retrained_graph.pb":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(export.os, "replace", killed_after_the_graph)
+    with pytest.raises(KeyboardInterrupt):
+        _export(tmp_path, ["dog", "cat"])
+    monkeypatch.setattr(export.os, "replace", real_replace)
+    assert (tmp_path / "retrained_labels.txt").read_text() == "cat\ndog\n"  # the old ones
+    for engine in ("tensorflow", "auto"):  # the graph read by TensorFlow, then from the cache
+        with pytest.raises(TensorguessError, match="not the labels retrained_graph.pb was"):
+            load_classifier(tmp_path, engine=engine)
+    _export(tmp_path, ["dog", "cat"])  # a train that finishes puts things right
+    assert load_classifier(tmp_path).labels == ["dog", "cat"]
+    # Loaded once more from OpenVINO's cache of converted models (no graph read): same check.
+    (tmp_path / "retrained_labels.txt").write_text("cat\ndog\n")
+    with pytest.raises(TensorguessError, match="not the labels retrained_graph.pb was"):
+        load_classifier(tmp_path, engine="openvino")
 
 
 # tensorguess export: the files other runtimes load -------------------------------------------
@@ -389,6 +419,21 @@ def _main(capsys, *arguments) -> tuple[int, str, list[str]]:
         code = exit.code
     captured = capsys.readouterr()
     return code, captured.out, captured.err.splitlines()
+
+
+def test_a_ray_worker_sorts_with_the_exported_file_given_to_model(exported):
+    """`guessDir.sh ... --model FILE --ray`: the file travels to the workers, which label the
+    photos as a local sort does (the driver once failed on it with an internal error)."""
+    from tensorguess.classify.cluster.workers import ClassifyWorker, ModelFiles
+    from tensorguess.classify.exported import ExportedClassifier
+
+    local = ExportedClassifier(exported.file("model.onnx"))
+    photos = exported.photos[:4]
+    worker = ClassifyWorker(InProcess(ModelFiles.of(local, {}, None)), str(photos[0].parent))
+    assert worker.worker_problem() == ""
+    answered = worker({"path": np.array([str(photo) for photo in photos])})["prediction"]
+    for mine, theirs in zip(answered, local.classify(photos), strict=True):
+        np.testing.assert_allclose(mine.scores, theirs.scores, atol=1e-6)
 
 
 def test_export_refuses_bad_input_in_one_line_and_writes_nothing(exported, tmp_path, capsys):

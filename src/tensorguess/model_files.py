@@ -9,3 +9,5 @@ INPUT_BYTES = "DecodeJpeg/contents"
 INPUT_PIXELS = "input_pixels"
 OUTPUT = "final_result"
 NOVELTY = "novelty"
+# A constant in our graphs: the labels, in output order, that the graph was trained with.
+LABELS_NODE = "tensorguess_labels"

@@ -76,15 +76,29 @@ class Classifier:
         cached = int8 or cached_runner(cache_key, engine, self.precision)
         if cached is not None:
             self._run, self.engine, notes = cached
-            self.layout = GraphLayout(**notes)
+            self.layout = GraphLayout.from_notes(notes)
+            self._check_labels()
         else:
             graph_def = read_graph(self.graph_path, data)
             try:
                 self.layout = detect_layout(graph_def, overrides)
             except TensorguessError as error:
                 raise TensorguessError(f"{graph_path}: {error}") from None
+            self._check_labels()
             self._run, self.engine = self._runner(graph_def, engine, cache_key)
         self.novelty_threshold = threshold if self.layout.novelty_layer else None
+
+    def _check_labels(self) -> None:
+        """Refuse a labels file other than the one the graph was trained with (our graphs hold
+        their labels): same count or not, its names would be another model's."""
+        trained = list(self.layout.labels)
+        if trained and trained != self.labels:
+            shown = ", ".join(trained[:10]) + (", ..." if len(trained) > 10 else "")
+            raise TensorguessError(
+                f"{self.labels_path}: not the labels {self.graph_path.name} was trained with "
+                f"({shown}); use the labels file written with this graph, or train again "
+                "(a train that was interrupted while renaming its files leaves them apart)"
+            )
 
     def _int8_runner(self, engine: str | None) -> tuple | None:
         """(run, "openvino-int8", layout notes) of the int8 model train kept beside this very

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from tensorguess.errors import TensorguessError
-from tensorguess.model_files import INPUT_BYTES, INPUT_PIXELS, NOVELTY, OUTPUT
+from tensorguess.model_files import INPUT_BYTES, INPUT_PIXELS, LABELS_NODE, NOVELTY, OUTPUT
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,12 @@ class GraphLayout:
     takes_bytes: bool = False
     takes_batches: bool = False
     novelty_layer: str = ""  # our graphs' novelty score, read beside the softmax
+    labels: tuple[str, ...] = ()  # the labels our graphs were trained with; () for the others
+
+    @classmethod
+    def from_notes(cls, notes: dict) -> GraphLayout:
+        """The layout kept as JSON beside a converted model (`dataclasses.asdict` of one)."""
+        return cls(**{**notes, "labels": tuple(notes.get("labels", ()))})
 
 
 
@@ -42,6 +48,7 @@ def detect_layout(graph_def, overrides: dict | None = None) -> GraphLayout:
             input_width=width,
             takes_batches=True,
             novelty_layer=NOVELTY if NOVELTY in nodes else "",
+            labels=_embedded_labels(nodes.get(LABELS_NODE)),
         )
     elif "Mul" in nodes and "input_layer" not in overrides:
         layout = GraphLayout(
@@ -74,6 +81,13 @@ def detect_layout(graph_def, overrides: dict | None = None) -> GraphLayout:
     if not layout.takes_bytes and not (layout.input_height and layout.input_width):
         raise TensorguessError("give the input size with --input_height and --input_width")
     return layout
+
+
+def _embedded_labels(node) -> tuple[str, ...]:
+    """The labels a graph of ours holds (`LABELS_NODE`); () for a graph without them."""
+    if node is None:
+        return ()
+    return tuple(value.decode("utf-8") for value in node.attr["value"].tensor.string_val)
 
 
 def _placeholder_size(node, default: int) -> tuple[int, int]:

@@ -35,6 +35,7 @@ from tensorguess.model_files import (
     INPUT_BYTES,
     INPUT_PIXELS,
     LABELS_FILE,
+    LABELS_NODE,
     METADATA_FILE,
     NOVELTY,
     OUTPUT,
@@ -109,11 +110,20 @@ def _imported_outputs(
 
 
 def frozen_graph(
-    core: tf.compat.v1.GraphDef, core_input: str, core_outputs: tuple[str, str], size: int
+    core: tf.compat.v1.GraphDef,
+    core_input: str,
+    core_outputs: tuple[str, str],
+    size: int,
+    labels: list[str],
 ):
-    """The frozen GraphDef with the 2016 tensor names around the frozen classifier `core`."""
+    """The frozen GraphDef with the 2016 tensor names around the frozen classifier `core`.
+
+    It also holds its own `labels` (a constant no output depends on), so that a labels file
+    that does not belong with the graph is caught when the model is loaded.
+    """
     graph = tf.Graph()
     with graph.as_default():
+        tf.constant(labels, dtype=tf.string, name=LABELS_NODE)
         contents = tf.compat.v1.placeholder(tf.string, shape=[], name=INPUT_BYTES)
         decoded = tf.expand_dims(decode_for_graph(contents, size), 0)
         pixels = tf.compat.v1.placeholder_with_default(
@@ -200,15 +210,17 @@ def export_model(
 
     Everything is written in full under temporary names first; only then are the four
     renamed into place, back to back, the graph and its labels first. An interrupted run
-    leaves the previous model whole, except in the instant between those renames, and
-    `guess` detects a graph and labels that disagree.
+    leaves the previous model whole, except in the instant between those renames: then the
+    graph holds its own labels, and loading it refuses a labels file that is not those
+    (classify/classifier.py) rather than print another model's names.
     """
     tf_files = Path(tf_files)
     size = backbone.image_size
     core, core_input, core_outputs = freeze_pixels_function(
         classifier_function(backbone, head, novelty, flip_average), size
     )
-    graph_bytes = frozen_graph(core, core_input, core_outputs, size).SerializeToString()
+    graph = frozen_graph(core, core_input, core_outputs, size, labels)
+    graph_bytes = graph.SerializeToString()
     metadata = {
         "format": 1,
         "tensorguess_version": __version__,
