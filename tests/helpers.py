@@ -277,3 +277,13 @@ def write_broken(folder: Path, seed: int = 0) -> dict[str, tuple[Path, str]]:
         path.write_bytes(content)
         written[case] = (path, reason)
     return written
+
+
+class InProcess:
+    """What a Ray worker gets from the object store (`cluster.connection.Shared`), without Ray."""
+
+    def __init__(self, value) -> None:
+        self.value = value
+
+    def get(self):
+        return self.value

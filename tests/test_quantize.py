@@ -8,7 +8,10 @@ import json
 import re
 from pathlib import Path
 
-from helpers import make_tf_files, one_line_error, tensorguess
+import numpy as np
+
+from helpers import InProcess, make_tf_files, one_line_error, tensorguess
+from tensorguess.classify.cluster.workers import ClassifyWorker, ModelFiles
 from tensorguess.classify.layouts import detect_layout
 from tensorguess.classify.loading import load_classifier
 from tensorguess.classify.model_reader import read_graph, read_model_bytes
@@ -46,6 +49,12 @@ def test_an_int8_train_keeps_a_checked_int8_classifier_that_guessdir_runs(tmp_pa
     squares = sorted((tf_files / "data" / "square").iterdir())
     labels = [p.ranked(classifier.labels, 1)[0][0] for p in classifier.classify(squares)]
     assert labels == ["square"] * 12
+    # A Ray worker gets the int8 model with the graph: it runs what a local sort runs.
+    worker = ClassifyWorker(InProcess(ModelFiles.of(classifier, {}, None)), str(squares[0].parent))
+    assert worker.classifier.engine == "openvino-int8"
+    answered = worker({"path": np.array([str(photo) for photo in squares])})["prediction"]
+    for mine, local in zip(answered, classifier.classify(squares), strict=True):
+        np.testing.assert_allclose(mine.scores, local.scores, atol=1e-6)
 
     # One that fails the check is not kept, and guessDir goes back to the float model.
     monkeypatch.setattr(quantize, "MAX_ACCURACY_DROP", -200.0)  # int8 must gain 200 points

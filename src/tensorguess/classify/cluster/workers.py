@@ -17,8 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from tensorguess.classify.classifier import Classifier
 from tensorguess.classify.cluster.connection import SHARED_STORAGE, RayCluster, Shared
+from tensorguess.classify.exported import ExportedClassifier
+from tensorguess.classify.loading import load_classifier
+from tensorguess.classify.prediction import Scorer
 from tensorguess.errors import TensorguessError, first_line
+from tensorguess.features.engines.int8 import INT8_FOLDER
+from tensorguess.model_files import METADATA_FILE
 from tensorguess.progress import progress_bar
 
 
@@ -57,25 +63,54 @@ class _Worker:
 
 @dataclass(frozen=True)
 class ModelFiles:
-    """A trained model as the workers rebuild it: file names and bytes, and the flags."""
+    """A trained model as the workers rebuild it: its files (relative name -> bytes), which
+    of them is what, and the flags.
+
+    Everything the local classifier reads travels: the graph, its labels, tensorguess.json
+    and the int8 model train kept beside it (so workers on CPUs run the model a local sort
+    runs); or the exported .tflite/.onnx file given with --model, which holds its labels.
+    """
 
     files: dict[str, bytes]
-    graph: str
-    labels: str
+    graph: str | None
+    labels: str | None
+    model: str | None
     overrides: dict
     engine: str | None
 
     @classmethod
-    def of(cls, classifier, overrides: dict | None, engine: str | None) -> ModelFiles:
-        """The files a loaded `classifier.Classifier` came from (and its tensorguess.json)."""
-        from tensorguess.model_files import METADATA_FILE
-
+    def of(
+        cls, classifier: Classifier | ExportedClassifier, overrides: dict | None, engine: str | None
+    ) -> ModelFiles:
+        """The files a loaded classifier (`Classifier` or `ExportedClassifier`) came from."""
+        overrides = dict(overrides or {})
+        if isinstance(classifier, ExportedClassifier):
+            name = f"model{classifier.graph_path.suffix.lower()}"
+            files = {name: classifier.graph_path.read_bytes()}
+            return cls(files, None, None, name, overrides, engine)
         graph, labels = classifier.graph_path, classifier.labels_path
         files = {"graph.pb": graph.read_bytes(), "labels.txt": labels.read_bytes()}
         metadata = graph.with_name(METADATA_FILE)
         if metadata.is_file():
             files[METADATA_FILE] = metadata.read_bytes()
-        return cls(files, "graph.pb", "labels.txt", dict(overrides or {}), engine)
+        int8 = graph.with_name(INT8_FOLDER)
+        if int8.is_dir():
+            for path in sorted(int8.iterdir()):
+                files[f"{INT8_FOLDER}/{path.name}"] = path.read_bytes()
+        return cls(files, "graph.pb", "labels.txt", None, overrides, engine)
+
+    def load(self, scratch: Path) -> Scorer:
+        """The classifier, from the files written into `scratch` (which may go once it is
+        loaded: the classifier keeps what it needs in memory)."""
+        for name, data in self.files.items():
+            path = scratch / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        if self.model is not None:
+            return load_classifier(None, model=scratch / self.model)
+        return load_classifier(
+            None, scratch / self.graph, scratch / self.labels, self.overrides, self.engine
+        )
 
 
 class ClassifyWorker(_Worker):
@@ -83,21 +118,10 @@ class ClassifyWorker(_Worker):
 
     def __init__(self, model: Shared, folder: str) -> None:
         super().__init__(folder)
-        from tensorguess.classify.loading import load_classifier
-
         try:
             files: ModelFiles = model.get()
-            # The classifier keeps what it needs in memory: its files can go at once.
             with tempfile.TemporaryDirectory(prefix="tensorguess-model-") as scratch:
-                for name, data in files.files.items():
-                    Path(scratch, name).write_bytes(data)
-                self.classifier = load_classifier(
-                    None,
-                    Path(scratch, files.graph),
-                    Path(scratch, files.labels),
-                    files.overrides,
-                    files.engine,
-                )
+                self.classifier = files.load(Path(scratch))
         except Exception as error:  # noqa: BLE001  (said once, by the driver, in one line)
             self.fail(error)
 
