@@ -126,3 +126,25 @@ def test_the_cache_keeps_the_most_recently_used_converted_models(tmp_path):
     kept = sorted(entry.name for entry in tmp_path.iterdir())
     assert len(kept) == openvino.MAX_CACHED_MODELS
     assert "model-00" in kept and "model-01" not in kept and "model-19" in kept
+
+
+def test_auto_says_when_tensorflow_runs_a_graph_openvino_cannot_take(monkeypatch, capsys):
+    import tensorflow as tf
+
+    from tensorguess.features import engines
+
+    def refused(*args, **kwargs):
+        raise RuntimeError("Cannot create SomeOp layer: not supported\nmore detail")
+
+    monkeypatch.setattr(engines, "convert", refused)
+    graph_def, input_name, output_name = engines.freeze_pixels_function(
+        lambda pixels: tf.reduce_mean(pixels, axis=[1, 2]), 4
+    )
+    run, used = engines.graph_runner(graph_def, input_name, output_name, (4, 4, 3), "auto")
+    assert used == "tensorflow"
+    np.testing.assert_allclose(run(np.full((1, 4, 4, 3), 2, np.uint8)), [[2, 2, 2]])
+    assert capsys.readouterr().err.strip() == (
+        "tensorguess: OpenVINO cannot run this graph (Cannot create SomeOp layer: not "
+        "supported); TensorFlow runs it instead (slower)"
+    )
+

@@ -16,6 +16,7 @@ so an old tool's graph runs in float32, as the old tool did.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -165,6 +166,12 @@ def graph_runner(
                 raise TensorguessError(
                     f"OpenVINO cannot run this graph ({first_line(error)}); use --engine tensorflow"
                 ) from None
+            # Slower, and the user should know why: said, not hidden.
+            print(
+                f"tensorguess: OpenVINO cannot run this graph ({first_line(error)}); "
+                "TensorFlow runs it instead (slower)",
+                file=sys.stderr,
+            )
         else:
             if calibration is not None and engine == INT8_ENGINE:
                 model = quantized(model, calibration, shape[:2])
