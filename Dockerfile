@@ -43,11 +43,20 @@ RUN PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir --no-deps 
 # Convert the embedded backbones now (and for OpenVINO, the engine of containers without a
 # GPU), into a cache every user can read: a container works offline and starts without
 # converting. Only this step writes there.
-RUN export TENSORGUESS_CACHE_DIR=/opt/tensorguess/cache \
+# OpenVINO's converter sends usage telemetry unless $HOME/intel/openvino_telemetry says 0,
+# and otherwise writes a client id there: it says 0, for every user (HOME is /tmp, above),
+# before anything converts. So nothing is sent, from this build or from a container, and
+# nothing tries to write there (a /tmp/intel that the conversion left to root made every
+# container print "Failed to create openvino_telemetry file"); the last line checks it.
+RUN mkdir -p "$HOME/intel" \
+ && printf 0 > "$HOME/intel/openvino_telemetry" \
+ && chmod -R a+rX "$HOME/intel" \
+ && export TENSORGUESS_CACHE_DIR=/opt/tensorguess/cache \
  && python3 -c "from tensorguess.features.backbones import backbone_names, get_backbone; from tensorguess.features.bottlenecks import features_runner; [features_runner(get_backbone(name), 'openvino') for name in backbone_names()]" \
  && test -n "$(find "$TENSORGUESS_CACHE_DIR" -name '*.npz')" \
  && test -n "$(find "$TENSORGUESS_CACHE_DIR" -name 'model.xml')" \
- && chmod -R a+rX "$TENSORGUESS_CACHE_DIR"
+ && chmod -R a+rX "$TENSORGUESS_CACHE_DIR" \
+ && test "$(find "$HOME/intel" -mindepth 1)" = "$HOME/intel/openvino_telemetry"
 
 # At run time that cache is read-only, consulted when the writable one lacks an entry. The
 # writable one defaults to /tmp, which `docker run --rm` loses: the wrappers point it at a
