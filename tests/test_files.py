@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import subprocess
 import sys
@@ -37,6 +39,42 @@ def test_a_killed_holder_does_not_keep_the_lock(tmp_path):
     assert killed.returncode == -9 and (tmp_path / LOCK_FILE).exists()
     with folder_lock(tmp_path, "sort"):
         assert (tmp_path / LOCK_FILE).read_text() == f"{os.getpid()}\n"
+
+
+@pytest.mark.parametrize("answer", [errno.ENOLCK, errno.EINVAL], ids=["ENOLCK", "EINVAL"])
+def test_a_file_system_without_locks_runs_unguarded_and_says_so(
+    tmp_path, monkeypatch, capsys, answer
+):
+    def no_locks(*args):
+        raise OSError(answer, os.strerror(answer))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    ran = []
+    with folder_lock(tmp_path, "sort"):
+        ran.append(True)
+    assert ran == [True]
+    assert capsys.readouterr().err == (
+        f"tensorguess: warning: {tmp_path}: this file system cannot lock files "
+        f"({os.strerror(answer)}); going on without a lock: run no other sort on this folder "
+        "meanwhile\n"
+    )
+    assert not (tmp_path / LOCK_FILE).exists()
+
+
+def test_a_lock_that_fails_otherwise_is_refused_in_one_line(tmp_path, monkeypatch):
+    def failing(*args):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(fcntl, "flock", failing)
+    ran = []
+    with pytest.raises(TensorguessError) as refused:
+        with folder_lock(tmp_path, "train"):
+            ran.append(True)
+    assert ran == []
+    assert str(refused.value) == (
+        f"{tmp_path / LOCK_FILE}: cannot lock the folder (Input/output error); check the file "
+        "system and run the train again"
+    )
 
 
 def test_what_a_killed_export_left_is_tidied(tmp_path):

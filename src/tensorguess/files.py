@@ -9,6 +9,7 @@ import functools
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -124,6 +125,16 @@ def printable(path: Path | str) -> str:
     )
 
 
+def sync_directory(folder: Path) -> None:
+    """Put on disk the names made, renamed or removed in `folder` (an fsync of a file does
+    not promise its name on every file system)."""
+    handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
 def file_digest(path: Path) -> str:
     """The SHA-256 of a file's bytes, in hex."""
     digest = hashlib.sha256()
@@ -134,6 +145,9 @@ def file_digest(path: Path) -> str:
 
 
 LOCK_FILE = ".tensorguess.lock"
+# What flock answers on a file system that has no locks (NFS without its lock daemon, some
+# FUSE mounts), as opposed to a lock held by someone else or a real failure.
+_NO_LOCKS_HERE = {errno.ENOLCK, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP}
 
 
 @contextmanager
@@ -142,7 +156,9 @@ def folder_lock(folder: Path, activity: str) -> Iterator[None]:
 
     An `flock` dies with its process, however that ends, so a crashed or killed run never
     leaves the folder locked (only the file, reused by the next run). The holder writes its
-    process id in the file for the message, and removes the file when it is done.
+    process id in the file for the message, and removes the file when it is done. On a file
+    system without locks the activity runs unguarded after a one-line warning; any other
+    failure to lock is refused in one line.
     """
     path = Path(folder) / LOCK_FILE
     while True:
@@ -161,7 +177,23 @@ def folder_lock(folder: Path, activity: str) -> Iterator[None]:
                     f"{folder}: another {activity} is running on this folder (process "
                     f"{holder}); wait for it to finish"
                 ) from None
-            yield  # a file system without locks (some network mounts): run unguarded
+            if error.errno not in _NO_LOCKS_HERE:
+                raise TensorguessError(
+                    f"{path}: cannot lock the folder ({error.strerror or error}); check the "
+                    f"file system and run the {activity} again"
+                ) from None
+            # Some network mounts have no locks at all: refusing would make the folder
+            # unusable there, so the run goes on, saying what it cannot guard against.
+            print(
+                f"tensorguess: warning: {folder}: this file system cannot lock files "
+                f"({error.strerror}); going on without a lock: run no other {activity} on "
+                "this folder meanwhile",
+                file=sys.stderr,
+            )
+            try:
+                yield
+            finally:
+                path.unlink(missing_ok=True)  # a lock file that locks nothing misleads
             return
         if _same_file(stream, path):
             break
