@@ -174,6 +174,7 @@ def run_both(workspace: Path) -> Runs:
             env=environment,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             text=True,
             timeout=900,
         )
@@ -222,15 +223,18 @@ def masked(output: str, world: World) -> list[str]:
 
 
 def test_train_in_the_container_ends_as_the_native_run(runs):
-    for world in (runs.native, runs.docker):
-        output = world.outputs["train"]
-        assert "Final test accuracy = 100.0% (N=12)" in output, output
-        assert (world.tf_files / "retrained_graph.pb").is_file()
+    native, docker = (
+        re.findall(r"^Final test accuracy = .*$", world.outputs["train"], re.MULTILINE)
+        for world in (runs.native, runs.docker)
+    )
+    assert len(native) == 1 and docker == native, (native, docker)
+    assert (runs.docker.tf_files / "retrained_graph.pb").is_file()
 
 
 def test_guess_in_the_container_gives_the_native_answer(runs):
     native, docker = guessed(runs.native.outputs["guess"]), guessed(runs.docker.outputs["guess"])
-    assert [label for label, _ in native] == ["one", "zero", "five"]
+    # The README's answer: the photo shows one.
+    assert len(native) == 3 and native[0][0] == "one"
     assert [label for label, _ in docker] == [label for label, _ in native]
     for (_, native_score), (_, docker_score) in zip(native, docker, strict=True):
         assert docker_score == pytest.approx(native_score, abs=SCORE_TOLERANCE)
