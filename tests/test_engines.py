@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import draw_photos, tensorguess
+from helpers import draw_photos, run, tensorguess
 from tensorguess.classify.loading import load_classifier
 from tensorguess.data.images import load_pixels
 from tensorguess.features.backbones import get_backbone
@@ -148,3 +148,23 @@ def test_auto_says_when_tensorflow_runs_a_graph_openvino_cannot_take(monkeypatch
         "supported); TensorFlow runs it instead (slower)"
     )
 
+
+
+def test_converting_for_openvino_sends_nothing_and_writes_nothing_home(trained, tmp_path):
+    """OpenVINO's converter sends usage statistics and writes ~/intel when it can import
+    openvino_telemetry; tensorguess keeps it to its silent stub."""
+    home = tmp_path / "home"
+    home.mkdir()
+    probe = (
+        "import sys; from tensorguess.cli import main; code = main(sys.argv[1:]); "
+        "from openvino.tools.ovc import telemetry_utils; "
+        "print(telemetry_utils.tm.__name__, file=sys.stderr); sys.exit(code)"
+    )
+    photo = sorted((trained[0] / "data" / "circle").iterdir())[0]
+    result = run(
+        sys.executable, "-c", probe, "guess", trained[0], photo,
+        HOME=str(home), TENSORGUESS_CACHE_DIR=str(tmp_path / "cache"), CI="",
+    )  # fmt: skip
+    assert (tmp_path / "cache" / "openvino").is_dir()  # it did convert
+    assert result.stderr.strip().splitlines()[-1] == "openvino.tools.ovc.telemetry_stub"
+    assert not (home / "intel").exists()

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Sequence
 from functools import lru_cache
@@ -33,6 +34,15 @@ CACHE_VERSION = 3
 # Converted models kept on disk, the least recently used dropped first.
 MAX_CACHED_MODELS = 16
 FLOAT32 = "f32"
+
+# Importing openvino imports its converter, which sends usage statistics (to Google
+# Analytics, unless the user opted out) and writes ~/intel, if it can import
+# `openvino_telemetry`; without it, it falls back to a silent stub of its own. A tool that
+# works offline sends nothing: an entry of None in sys.modules makes that import fail, in
+# this process only, without touching the user's files. Every import of openvino in
+# tensorguess comes after this module's.
+if "openvino" not in sys.modules:
+    sys.modules.setdefault("openvino_telemetry", None)
 
 
 @lru_cache(maxsize=1)
