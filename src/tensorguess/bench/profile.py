@@ -112,7 +112,7 @@ def stage_profile(tf_files: str, photos: str, work: str, engine: str | None = No
     timed(
         "copies (written, checked against the hash, fsynced, named)",
         lambda: copies.extend(
-            copy_without_overwriting(path, names, path.name, digest)
+            copy_without_overwriting(path, names, path.name, digest).path
             for path, digest in zip(files, digests, strict=True)
         ),
     )

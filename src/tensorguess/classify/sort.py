@@ -6,25 +6,58 @@ best score is under it `unsure-<label>-<score>.<ext>` (unknown wins when both ap
 
 Users trust this with their only copy of a folder, so:
 
-- Nothing is ever overwritten. A copy is written in full under a temporary name, hashed
-  as it is written and checked against the SHA-256 the source had when it was listed,
-  fsynced, then linked to a free final name (`os.link` fails rather than replace), so two
-  files can never claim one name.
+- Nothing is ever overwritten. A copy is written in full under a temporary name
+  (`.tmp-sort-*`), hashed as it is written, fsynced, then linked to a free final name
+  (`os.link` fails rather than replace; where hard links fail, an exclusive create reserves
+  the name and the copy is renamed onto it), so two files can never claim one name.
+- A copy is of the photo as it was classified: the source must still have the inode, size
+  and modification time it had when SRC was listed (and the SHA-256, where it was hashed
+  then), or it is left for a rerun (`SourceChanged`).
 - SRC is only read, unless `--move` is given; then a source is deleted only after its
-  copy in DEST is verified (same size and SHA-256) and listed in the manifest, and only
-  if the source has not changed since it was hashed.
+  copy in DEST is verified (same size and SHA-256) and listed in the manifest, after DEST's
+  folder and then the manifest were fsynced (the copy's name and its line are on disk
+  whatever the file system: an fsync of a file does not promise its name on btrfs, NFS or
+  FUSE), and only if the source has not changed since it was listed. One pair of fsyncs
+  covers a batch of up to `SYNC_EVERY` copies. A `--move` killed before removing the
+  sources it copied is finished by the next, which syncs the same way first.
 - Every image is sorted exactly once, across reruns and killed runs. The manifest
   (DEST/manifest.csv) gains one complete line per copy, holding the source's absolute
   path and SHA-256, written through to the system as soon as its copy has its name (a
-  killed process loses none); a rerun skips what it lists. The lines are fsynced once
-  per `SYNC_EVERY` copies, at the end, and always before a `--move` removes a source.
-  A run killed after linking a copy but before writing its line leaves an *orphan*: a
-  file named like our copies that no manifest lists. A rerun hashes those (there are none
-  after a clean run) and adopts an orphan with the same content instead of copying the
-  source again. A power cut can take the lines written since the last fsync, or leave a
-  half-written last line (dropped): their copies, each fsynced before its line was
-  written, become such orphans too. Temporaries of killed runs are removed.
-- One sort at a time writes into a DEST (`.tensorguess.lock`, removed at the end).
+  killed process loses none); a rerun skips a source it lists with the same content. Only
+  the sources it lists by path are hashed up front; the others are hashed as they are
+  copied, so a photo is read twice (decoded, copied), not three times. A run reads its
+  manifest once, and other models' manifests only when DEST holds copies its own does not
+  list. DEST's folder and the manifest are fsynced once per `SYNC_EVERY` copies, at the
+  end, and always before a `--move` removes a source; the folder first, so a line these
+  fsyncs put on disk names a copy whose name is there. A manifest cut short by a power cut
+  loses its half-written last line (only its tail is read to find it); one left without a
+  whole line (its header cut) is begun again.
+- What killed runs leave is recovered, never deleted unread. An *orphan* is a file named
+  like our copies that no manifest lists: a run killed after naming a copy but before
+  writing its line, or a power cut that took lines written since the last fsync. A
+  *temporary* (`.tmp-sort-*`) is a copy a killed run had not named yet. After clean runs
+  there are none and nothing more is read; otherwise every source to sort is hashed up
+  front, and every orphan and temporary too, and then:
+  - an orphan with a source's content becomes that source's copy (nothing is copied
+    again), renamed as a fresh copy would be named unless its name already tells the
+    label and score its line records; orphans of no source stay as they are, unlisted;
+  - two names of one file (a rename killed halfway) become one, and an empty orphan (a
+    name a killed run reserved without hard links) holds nothing and is removed;
+  - a temporary that is another name of a file in DEST (killed after naming the copy,
+    before dropping the temporary name) is removed;
+  - a complete temporary, with a source's content, is adopted as that source's copy like
+    an orphan; one whose content a manifest lists in a copy that still holds it is removed;
+  - a half-written temporary (killed mid-copy: its bytes a strict prefix of a photo in
+    SRC) holds nothing that photo does not: it is removed once the photo is listed (by
+    this run or an earlier one) and the fsyncs are done; until then (the photo skipped,
+    say) it stays;
+  - any other temporary may be the one place its photo still is (the source was moved
+    away or changed): it is classified and kept under a copy's name (its extension from
+    its image format), listed with the temporary's own path as its source; one that
+    cannot be read as an image is kept as `recovered-<sha256 prefix>` and named among the
+    skipped files.
+- One sort at a time writes into a DEST (`.tensorguess.lock`, removed at the end); on a
+  file system without locks a sort says so in one line and goes on unguarded.
 - The predictions come from a classifier here or from Ray workers (`--ray`, cluster/);
   either way only this loop, on this machine, writes into DEST.
 - Names derived from labels and source names cannot leave DEST: separators, `..`,
@@ -39,24 +72,26 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from tensorguess.classify.prediction import Scorer
+from tensorguess.classify.prediction import Prediction, Scorer
 from tensorguess.errors import TensorguessError
-from tensorguess.files import file_digest, folder_lock, make_folder
+from tensorguess.files import file_digest, folder_lock, make_folder, sync_directory
 from tensorguess.progress import progress_bar
 
 MANIFEST = "manifest.csv"
-# Manifest lines between fsyncs: one per batch of copies rather than one per copy (each
-# costs a journal commit); a power cut's lost lines are recovered as orphans.
+# Copies between fsyncs of DEST's folder and the manifest: one pair per batch rather than
+# per copy (each costs a journal commit); a power cut's lost lines are recovered as orphans.
 SYNC_EVERY = 64
 MANIFEST_COLUMNS = ["source", "destination", "label", "score", "sha256"]
 UNSURE = "unsure"
 UNKNOWN = "unknown"
+RECOVERED = "recovered"
 _TEMPORARY = ".tmp-sort-"
 # Path separators and control characters (C0, DEL, C1, Unicode line and paragraph separators).
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029/\\]")
@@ -65,6 +100,18 @@ _LABEL_BYTES = 180
 _SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,15}")
 # Source names keep invalid UTF-8 as surrogates; the manifest writes them back as the same bytes.
 _ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}
+# Image formats whose usual extension is not their name in lower case.
+_FORMAT_SUFFIXES = {"JPEG": ".jpg", "TIFF": ".tif", "HEIF": ".heic"}
+# os.link's answers on file systems without hard links (exFAT, some network shares, FUSE),
+# or that refuse this one: the copy is then named by an exclusive create and a rename.
+_NO_HARD_LINKS = {
+    errno.EPERM,
+    errno.ENOTSUP,
+    errno.EOPNOTSUPP,
+    errno.ENOSYS,
+    errno.EXDEV,
+    errno.EMLINK,
+}
 
 
 class Copied(NamedTuple):
@@ -146,11 +193,12 @@ def list_sources(source: Path, destination: Path) -> tuple[list[Path], list[tupl
     """The files of SRC to classify (top level, not hidden) and the entries passed over."""
     if not source.is_dir():
         raise TensorguessError(f"{source}: folder not found; give the folder of images to sort")
-    if source.resolve() == destination.resolve():
+    target = destination.resolve()
+    if source.resolve() == target:
         raise TensorguessError(f"{destination}: DEST is SRC; give another folder for the copies")
     files, skipped = [], []
     for entry in sorted(source.iterdir()):
-        if entry.resolve() == destination.resolve():
+        if entry.resolve() == target:
             continue
         if entry.name.startswith("."):
             skipped.append((entry, "hidden file"))
@@ -164,7 +212,30 @@ def list_sources(source: Path, destination: Path) -> tuple[list[Path], list[tupl
 
 
 class SourceChanged(Exception):
-    """The source's bytes changed while it was being copied; it is left for a rerun."""
+    """The source changed between the listing of SRC and its copy; it is left for a rerun."""
+
+
+class Fingerprint(NamedTuple):
+    """What tells, without reading it, that a file is the one seen before: inode, size and
+    modification time (not the change time, which removing another hard link of the same
+    photo moves)."""
+
+    device: int
+    inode: int
+    size: int
+    modified: int
+
+    @classmethod
+    def of(cls, status: os.stat_result) -> Fingerprint:
+        """The fingerprint of a `stat` (or `fstat`) result."""
+        return cls(status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+class CopyMade(NamedTuple):
+    """A verified copy: its name in DEST, and the SHA-256 of its bytes (the source's)."""
+
+    path: Path
+    digest: str
 
 
 class FreeNames:
@@ -188,14 +259,34 @@ class FreeNames:
                 return candidate
         raise TensorguessError(f"{self.folder}: no free name for {name}")
 
+    def move(self, path: Path, name: str) -> Path:
+        """Rename `path` (in this folder) to the first free name from `name` on, never
+        replacing a file; a kill halfway leaves it under both names (one file)."""
+        claimed = self.claim(path, name)
+        path.unlink(missing_ok=True)  # linked: the old name goes; renamed: it is gone already
+        return claimed
+
+    def adopt(self, path: Path, name: str) -> Path:
+        """A killed run's copy under a name a fresh copy could have (`name`, or `name` with
+        a count), keeping its own name if that is one already."""
+        stem, suffix = os.path.splitext(name)
+        if re.fullmatch(rf"{re.escape(stem)}(?:-\d+)?{re.escape(suffix)}", path.name):
+            return path
+        return self.move(path, name)
+
 
 def copy_without_overwriting(
-    source: Path, names: FreeNames, name: str, digest: str | None = None
-) -> Path:
+    source: Path,
+    names: FreeNames,
+    name: str,
+    digest: str | None = None,
+    listed: Fingerprint | None = None,
+) -> CopyMade:
     """Copy `source` into the folder of `names` as `name`, or `stem-1.ext`... if taken.
 
-    With `digest`, the bytes copied are hashed as they are written (one read of the
-    source, none of the copy) and checked against it before the copy gets its name.
+    The bytes are hashed as they are written (one read of the source, none of the copy).
+    With `digest`, they must have that SHA-256; with `listed`, the source must still have
+    that fingerprint once read; otherwise `SourceChanged`, and no copy is left.
     """
     handle, temporary_name = tempfile.mkstemp(prefix=_TEMPORARY, dir=names.folder)
     temporary = Path(temporary_name)
@@ -208,9 +299,10 @@ def copy_without_overwriting(
             writing.flush()
             shutil.copystat(source, temporary)
             os.fsync(writing.fileno())  # on disk before the manifest (and --move) count on it
-        if digest is not None and hashed.hexdigest() != digest:
+            read = Fingerprint.of(os.fstat(reading.fileno()))
+        if (listed is not None and read != listed) or digest not in (None, hashed.hexdigest()):
             raise SourceChanged(source)
-        return names.claim(temporary, name)
+        return CopyMade(names.move(temporary, name), hashed.hexdigest())
     finally:
         temporary.unlink(missing_ok=True)
 
@@ -223,10 +315,11 @@ def _claim(temporary: Path, candidate: Path) -> bool:
     except FileExistsError:
         return False
     except OSError as error:
-        if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
+        if error.errno not in _NO_HARD_LINKS:
             raise
-    # A file system without hard links (exFAT, some network shares): reserve the name
-    # with an exclusive create, then move the copy over the empty file we own.
+    # Reserve the name with an exclusive create, then move the copy over the empty file we
+    # own (a kill in between leaves that empty file named like a copy, and the copy under
+    # its temporary name: the next run removes the one and adopts the other).
     try:
         os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
     except FileExistsError:
@@ -239,40 +332,62 @@ class Manifest:
     """DEST/manifest.csv: source, destination, label, score, sha256, then one column per label.
 
     A DEST may hold manifests of several models: a model appends to the one whose header
-    matches its labels, and starts `manifest-1.csv`, `-2`, ... otherwise.
+    matches its labels, and starts `manifest-1.csv`, `-2`, ... otherwise. Its own manifest
+    is read once per run; the others only when DEST holds files it does not list.
     """
 
     def __init__(self, destination: Path, labels: Sequence[str]):
         self.header = [*MANIFEST_COLUMNS, *labels]
         self.destination = destination
         self.path = self._free_path(destination)
-        self.sorted: dict[tuple[str, str], Path] = {}
+        self.sorted: dict[tuple[str, str], str] = {}  # (source, sha256) -> its copy's name
+        self.sources: set[str] = set()
+        self.listed = Listing()
         self.unsynced = 0
-        new = not self.path.exists()
-        if not new:
+        if self.path.exists():
             _drop_cut_line(self.path)
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        if not new:
             self._read_sorted()
         self._stream = open(self.path, "a", newline="", **_ENCODING)
         self._writer = csv.writer(self._stream)
         if new:
             self._writer.writerow(self.header)
             self._stream.flush()
+            self.unsynced += 1  # the header (and the file's name) go to disk with the first batch
 
     def _free_path(self, destination: Path) -> Path:
         for attempt in range(1_000_000):
             path = destination / (MANIFEST if attempt == 0 else f"manifest-{attempt}.csv")
-            if not path.exists() or _header(path) == self.header:
+            # One without a whole line: a power cut took the header of a manifest just begun.
+            if not path.exists() or not _has_a_line(path) or _header(path) == self.header:
                 return path
         raise TensorguessError(f"{destination}: no free manifest name")
 
     def _read_sorted(self) -> None:
         for row in _rows(self.path):
-            if len(row) == len(self.header):
-                self.sorted[(row[0], row[4])] = self.destination / Path(row[1]).name
+            name = self.listed.add(row)
+            if len(row) == len(self.header) and row != self.header:
+                self.sorted[(row[0], row[4])] = name
+                self.sources.add(row[0])
 
-    def sorted_copy(self, source: Path, digest: str) -> Path | None:
-        """Where an earlier run put this source with this content, if one did."""
-        return self.sorted.get((str(source.resolve()), digest))
+    def lists(self, source: str) -> bool:
+        """Whether a line lists this source (its resolved path), with whatever content."""
+        return source in self.sources
+
+    def sorted_copy(self, source: str, digest: str) -> Path | None:
+        """Where this source (its resolved path) with this content was put, if it was."""
+        name = self.sorted.get((source, digest))
+        return None if name is None else self.destination / name
+
+    def others(self) -> Listing:
+        """What the other manifests of DEST (other models') list."""
+        listing = Listing()
+        for path in sorted(self.destination.glob("manifest*.csv")):
+            if path != self.path:
+                for row in _rows(path):
+                    listing.add(row)
+        return listing
 
     def add(
         self, source: Path, destination: Path, label: str, digest: str, scores: Sequence[float]
@@ -291,11 +406,11 @@ class Manifest:
         self._writer.writerow(row)
         self._stream.flush()
         self.unsynced += 1
-        self.sorted[(row[0], digest)] = destination
+        self.sorted[(row[0], digest)] = self.listed.add(row)
 
-    def sync(self) -> None:
-        """Put every line written so far on disk."""
-        if self.unsynced:
+    def sync(self, always: bool = False) -> None:
+        """Put every line written so far on disk (`always`: lines of earlier runs too)."""
+        if self.unsynced or always:
             os.fsync(self._stream.fileno())
             self.unsynced = 0
 
@@ -307,15 +422,54 @@ class Manifest:
             self._stream.close()
 
 
+@dataclass
+class Listing:
+    """The copies some manifest lists: their names in DEST, and a name for each content."""
+
+    names: set[str] = field(default_factory=set)
+    copies: dict[str, str] = field(default_factory=dict)  # sha256 -> name
+
+    def add(self, row: list[str]) -> str:
+        """Count one manifest line in (the header and cut lines too: harmless); its copy's
+        name. String operations alone: a large manifest has a hundred thousand lines."""
+        if len(row) < 2:
+            return ""
+        name = os.path.basename(row[1])
+        self.names.add(name)
+        if len(row) > 4:
+            self.copies.setdefault(row[4], name)
+        return name
+
+
 def _drop_cut_line(path: Path) -> None:
     """Remove a last line that a power cut left half-written, so the next line stays whole.
 
-    (Its copy, if it was made, is then an orphan and adopted by the next run.)
+    Only the tail is read. (Its copy, if it was made, is then an orphan and adopted by the
+    next run.)
     """
     with open(path, "rb+") as stream:
-        data = stream.read()
-        if data and not data.endswith(b"\n"):
-            stream.truncate(data.rfind(b"\n") + 1)
+        end = stream.seek(0, os.SEEK_END)
+        stream.seek(max(end - 1, 0))
+        if stream.read(1) in (b"\n", b""):
+            return
+        block_end = end
+        while block_end > 0:
+            block_start = max(block_end - (1 << 16), 0)
+            stream.seek(block_start)
+            cut = stream.read(block_end - block_start).rfind(b"\n")
+            if cut >= 0:
+                stream.truncate(block_start + cut + 1)
+                return
+            block_end = block_start
+        stream.truncate(0)
+
+
+def _has_a_line(path: Path) -> bool:
+    try:
+        with open(path, "rb") as stream:
+            return stream.readline().endswith(b"\n")
+    except OSError:
+        return True  # unreadable: not ours to begin again
 
 
 def _rows(path: Path) -> Iterable[list[str]]:
@@ -330,38 +484,12 @@ def _header(path: Path) -> list[str] | None:
     return next(iter(_rows(path)), None)
 
 
-def orphan_copies(destination: Path, labels: Sequence[str]) -> dict[str, Path]:
-    """Copies a killed run made but never listed: {sha256: path}. Empty after clean runs."""
-    listed = set()
-    for manifest in destination.glob("manifest*.csv"):
-        listed.update(Path(row[1]).name for row in _rows(manifest) if len(row) > 1)
-    names = "|".join(re.escape(safe_name_part(label)) for label in labels)
-    ours = re.compile(
-        rf"(?:(?:{UNSURE}|{UNKNOWN})-)?(?:{names})-\d\.\d{{5}}(?:-\d+)?(?:\.[a-z0-9]+)?"
-    )
-    orphans = {}
-    for entry in destination.iterdir():
-        if entry.name not in listed and ours.fullmatch(entry.name) and entry.is_file():
-            try:
-                orphans[file_digest(entry)] = entry
-            except OSError:
-                continue
-    return orphans
-
-
-def remove_dead_temporaries(destination: Path) -> None:
-    """Delete the temporary copies of killed sorts (safe under DEST's lock: no sort is running)."""
-    for entry in destination.glob(f"{_TEMPORARY}*"):
-        entry.unlink(missing_ok=True)
-
-
-def remove_verified_source(source: Path, copy: Path, digest: str, size: int, modified: int) -> str:
+def remove_verified_source(source: Path, copy: Path, digest: str, listed: Fingerprint) -> str:
     """Delete `source` once its copy is verified; the reason it stays, or "" when removed."""
     try:
-        stat = source.stat()
-        if (stat.st_size, stat.st_mtime_ns) != (size, modified):
+        if Fingerprint.of(source.stat()) != listed:
             return "changed since it was copied; left in SRC"
-        if copy.stat().st_size != size or file_digest(copy) != digest:
+        if copy.stat().st_size != listed.size or file_digest(copy) != digest:
             return f"its copy {copy.name} does not match it; left in SRC"
         source.unlink()
     except OSError as error:
@@ -398,94 +526,352 @@ def sort_folder(
     files, skipped = list_sources(source, destination)
     make_folder(destination)
     report = SortReport(skipped=skipped)
-    labels = classifier.labels
     with folder_lock(destination, "sort"):
-        remove_dead_temporaries(destination)
-        manifest = Manifest(destination, labels)
+        manifest = Manifest(destination, classifier.labels)
         report.manifest = manifest.path
         try:
-            _sort_into(classifier, files, manifest, report, batch_size, move, min_score, unknown)
+            run = _SortRun(classifier, manifest, report, move, min_score, unknown)
+            todo = run.take_stock(files)
+            todo = run.recover(files, todo)
+            run.settle()  # (--move) what earlier runs copied but did not get to remove
+            run.sort(todo, batch_size)
+            run.sort_temporaries(batch_size)
+            run.settle()
         finally:
             manifest.close()
     return report
 
 
-def _sort_into(
-    classifier: Scorer,
-    files: list[Path],
-    manifest: Manifest,
-    report: SortReport,
-    batch_size: int,
-    move: bool,
-    min_score: float,
-    unknown: bool,
-) -> None:
-    destination = manifest.destination
-    todo, known = [], {}
-    for path in files:
+class _Naming(NamedTuple):
+    """How a prediction names its copy."""
+
+    label: str
+    score: float
+    name: str
+    unsure: bool
+    unknown: bool
+
+
+@dataclass
+class _Source:
+    """A photo of SRC as it was when listed, its path as the manifest writes it, and its
+    SHA-256 once known."""
+
+    fingerprint: Fingerprint
+    resolved: Path
+    digest: str | None = None
+
+
+@dataclass
+class _Leftovers:
+    """What killed runs left in DEST, sorted out by content against the sources."""
+
+    orphans: dict[str, list[Path]] = field(default_factory=dict)  # sha256 -> copies to adopt
+    half_written: dict[Path, list[Path]] = field(default_factory=dict)  # source -> temporaries
+    unmatched: dict[Path, str] = field(default_factory=dict)  # temporary -> sha256
+
+
+class _SortRun:
+    """One sort into DEST, under its lock: the sources as listed, the copies waiting for
+    their fsyncs, and what killed runs left."""
+
+    def __init__(
+        self,
+        classifier: Scorer,
+        manifest: Manifest,
+        report: SortReport,
+        move: bool,
+        min_score: float,
+        unknown: bool,
+    ) -> None:
+        self.classifier = classifier
+        self.manifest = manifest
+        self.destination = manifest.destination
+        self.report = report
+        self.move = move
+        self.min_score = min_score
+        self.unknown = unknown
+        self.names = FreeNames(self.destination)
+        self.sources: dict[Path, _Source] = {}
+        self.leftovers = _Leftovers()
+        self.others = Listing()  # what the other manifests list, read when needed
+        # Listed since the last fsyncs, waiting for them: (source, copy).
+        self.settling: list[tuple[Path, Path]] = []
+
+    def _skip(self, path: Path, reason: str) -> None:
+        self.report.skipped.append((path, reason))
+
+    def _hash(self, path: Path) -> bool:
+        """Hash a source now; False (and it is skipped) when it cannot be read."""
         try:
-            stat = path.stat()
-            digest = file_digest(path)
+            self.sources[path].digest = file_digest(path)
         except OSError as error:
-            report.skipped.append((path, f"cannot read ({error.strerror or error})"))
-            continue
-        known[path] = (digest, stat.st_size, stat.st_mtime_ns)
-        earlier = manifest.sorted_copy(path, digest)
-        if earlier is None:
-            todo.append(path)
-            continue
-        report.already_sorted.append((path, earlier))
-        if move:  # a killed --move run copied it but did not get to remove it
-            reason = remove_verified_source(path, earlier, *known[path])
-            if reason:
-                report.skipped.append((path, reason))
-            else:
-                report.moved += 1
-    orphans = orphan_copies(destination, classifier.labels)
-    names = FreeNames(destination)
-    copied_sources: list[tuple[Path, Path]] = []  # --move: removed once their lines are synced
+            self._skip(path, f"cannot read ({error.strerror or error})")
+            return False
+        return True
 
-    def settle() -> None:
-        manifest.sync()
-        for path, copied in copied_sources:
-            reason = remove_verified_source(path, copied, *known[path])
-            if reason:
-                report.skipped.append((path, reason))
-            else:
-                report.moved += 1
-        copied_sources.clear()
-
-    with progress_bar(len(todo), "Sorting", unit="img") as bar:
-        for prediction in classifier.classify(todo, batch_size):
-            bar.update(1)
-            path = prediction.path
-            if prediction.scores is None:
-                report.skipped.append((path, prediction.problem))
+    def take_stock(self, files: list[Path]) -> list[Path]:
+        """The sources to sort; those an earlier run sorted are reported and, with --move,
+        wait for the first settle to be removed."""
+        todo = []
+        for path in files:
+            try:
+                source = self.sources[path] = _Source(Fingerprint.of(path.stat()), path.resolve())
+            except OSError as error:
+                self._skip(path, f"cannot read ({error.strerror or error})")
                 continue
-            digest = known[path][0]
-            label, score = prediction.ranked(classifier.labels, 1)[0]
-            novel = unknown and bool(prediction.unknown)
-            unsure = score < min_score and not novel
-            if digest in orphans:
-                copied = orphans.pop(digest)  # a killed run's copy: adopt it, copy nothing
-            else:
-                name = sorted_name(label, score, path.suffix, unsure, novel)
-                try:
-                    copied = copy_without_overwriting(path, names, name, digest)
-                except SourceChanged:
-                    report.skipped.append((path, "changed while it was copied; run again"))
+            if not self.manifest.lists(str(source.resolved)):
+                todo.append(path)  # hashed as it is copied
+                continue
+            if not self._hash(path):
+                continue
+            earlier = self.manifest.sorted_copy(str(source.resolved), str(source.digest))
+            if earlier is None:
+                todo.append(path)  # changed since it was sorted
+                continue
+            self.report.already_sorted.append((path, earlier))
+            if self.move:  # a killed --move run copied it but did not get to remove it
+                self.settling.append((path, earlier))
+        return todo
+
+    def recover(self, files: list[Path], todo: list[Path]) -> list[Path]:
+        """Sort out what killed runs left in DEST (the module's docstring says how); the
+        sources still to sort, all hashed when there was anything to sort out."""
+        entries = sorted(self.destination.iterdir())
+        temporaries = [entry for entry in entries if entry.name.startswith(_TEMPORARY)]
+        ours = _copy_name_pattern(self.classifier.labels)
+        unlisted = [
+            entry
+            for entry in entries
+            if ours.fullmatch(entry.name) and entry.name not in self.manifest.listed.names
+        ]
+        if unlisted or temporaries:
+            self.others = self.manifest.others()
+            unlisted = [entry for entry in unlisted if entry.name not in self.others.names]
+        if not unlisted and not temporaries:
+            return todo
+        todo = [path for path in todo if self.sources[path].digest or self._hash(path)]
+        wanted = {str(self.sources[path].digest) for path in todo}
+        self._gather_orphans(unlisted)
+        for temporary in temporaries:
+            self._sort_out_temporary(temporary, entries, wanted, files)
+        return todo
+
+    def _sorted_already(self, temporary: Path, digest: str) -> bool:
+        """Remove `temporary` if a manifest lists a copy that still holds its content."""
+        listed = self.manifest.listed.copies.get(digest) or self.others.copies.get(digest)
+        if listed is None or not _holds(self.destination / listed, digest):
+            return False
+        temporary.unlink(missing_ok=True)
+        return True
+
+    def _gather_orphans(self, unlisted: list[Path]) -> None:
+        seen: set[tuple[int, int]] = set()
+        for entry in unlisted:
+            try:
+                status = entry.lstat()
+                if not stat.S_ISREG(status.st_mode):
                     continue
-                except OSError as error:
-                    raise TensorguessError(
-                        f"{destination}: cannot write the copy of {path.name} "
-                        f"({error.strerror or error}); nothing is lost: fix that and run again"
-                    ) from None
-            manifest.add(path, copied, label, digest, prediction.scores)
-            report.copied.append(Copied(path, copied, label, score))
-            report.unsure += unsure
-            report.unknown += novel
-            if move:
-                copied_sources.append((path, copied))
-            if manifest.unsynced >= SYNC_EVERY:
-                settle()
-        settle()
+                if status.st_size == 0 or (status.st_dev, status.st_ino) in seen:
+                    entry.unlink()  # an empty reserved name, or a second name of one file
+                    continue
+                seen.add((status.st_dev, status.st_ino))
+                self.leftovers.orphans.setdefault(file_digest(entry), []).append(entry)
+            except OSError:
+                continue  # unreadable: left as it is
+
+    def _sort_out_temporary(
+        self,
+        temporary: Path,
+        entries: list[Path],
+        wanted: set[str],
+        files: list[Path],
+    ) -> None:
+        try:
+            status = temporary.lstat()
+            if not stat.S_ISREG(status.st_mode):
+                return
+            if status.st_size == 0 or _another_name(temporary, status, entries):
+                temporary.unlink()  # holds nothing, or its copy has its name already
+                return
+            digest = file_digest(temporary)
+        except OSError:
+            return  # unreadable: left as it is
+        if digest in wanted:
+            self.leftovers.orphans.setdefault(digest, []).append(temporary)
+            return
+        if self._sorted_already(temporary, digest):
+            return
+        for path in files:
+            source = self.sources.get(path)
+            if source and source.fingerprint.size > status.st_size and _begins(path, temporary):
+                self.leftovers.half_written.setdefault(path, []).append(temporary)
+                return
+        self.leftovers.unmatched[temporary] = digest
+
+    def sort(self, todo: list[Path], batch_size: int) -> None:
+        """Classify the sources and give each its copy (made, or adopted from a killed run)."""
+        with progress_bar(len(todo), "Sorting", unit="img") as bar:
+            for prediction in self.classifier.classify(todo, batch_size):
+                bar.update(1)
+                if prediction.scores is None:
+                    self._skip(prediction.path, prediction.problem)
+                    continue
+                self._sort_one(prediction)
+                if max(self.manifest.unsynced, len(self.settling)) >= SYNC_EVERY:
+                    self.settle()
+
+    def _naming(self, prediction: Prediction, suffix: str) -> _Naming:
+        label, score = prediction.ranked(self.classifier.labels, 1)[0]
+        unknown = self.unknown and bool(prediction.unknown)
+        unsure = score < self.min_score and not unknown
+        name = sorted_name(label, score, suffix, unsure, unknown)
+        return _Naming(label, score, name, unsure, unknown)
+
+    def _list(
+        self, source: Path, copy: Path, naming: _Naming, digest: str, prediction: Prediction
+    ) -> None:
+        assert prediction.scores is not None
+        self.manifest.add(source, copy, naming.label, digest, prediction.scores)
+        self.report.copied.append(Copied(source, copy, naming.label, naming.score))
+        self.report.unsure += naming.unsure
+        self.report.unknown += naming.unknown
+
+    def _sort_one(self, prediction: Prediction) -> None:
+        path = prediction.path
+        source = self.sources[path]
+        naming = self._naming(prediction, path.suffix)
+        orphans = self.leftovers.orphans.get(str(source.digest))
+        try:
+            if orphans:  # a killed run's copy of this very content: adopted, nothing copied
+                adopted = self.names.adopt(orphans.pop(0), naming.name)
+                copied = CopyMade(adopted, str(source.digest))
+            else:
+                copied = copy_without_overwriting(
+                    path, self.names, naming.name, source.digest, source.fingerprint
+                )
+        except SourceChanged:
+            self._skip(path, "changed while it was copied; run again")
+            return
+        except OSError as error:
+            raise TensorguessError(
+                f"{self.destination}: cannot write the copy of {path.name} "
+                f"({error.strerror or error}); nothing is lost: fix that and run again"
+            ) from None
+        source.digest = copied.digest
+        self._list(path, copied.path, naming, copied.digest, prediction)
+        if self.move:
+            self.settling.append((path, copied.path))
+
+    def sort_temporaries(self, batch_size: int) -> None:
+        """Keep the temporaries of no source as copies of their own: classified, named and
+        listed, or, when they cannot be read as images, named `recovered-*`."""
+        unmatched = self.leftovers.unmatched
+        for digest, paths in self.leftovers.orphans.items():
+            for path in paths:  # not adopted: their source was skipped, or had one copy already
+                if path.name.startswith(_TEMPORARY) and not self._sorted_already(path, digest):
+                    unmatched[path] = digest
+        if not unmatched:
+            return
+        for prediction in self.classifier.classify(list(unmatched), batch_size):
+            temporary = prediction.path
+            digest = unmatched[temporary]
+            suffix = _image_suffix(temporary)
+            try:
+                if prediction.scores is None:
+                    kept = self.names.move(temporary, f"{RECOVERED}-{digest[:16]}{suffix}")
+                    self._skip(
+                        temporary,
+                        f"a killed run's copy of a photo no longer in SRC, unreadable as an "
+                        f"image ({prediction.problem}); kept as {kept.name}",
+                    )
+                    continue
+                naming = self._naming(prediction, suffix)
+                kept = self.names.move(temporary, naming.name)
+            except OSError as error:
+                raise TensorguessError(
+                    f"{temporary}: cannot name this copy a killed run left "
+                    f"({error.strerror or error}); nothing is lost: fix that and run again"
+                ) from None
+            self._list(temporary, kept, naming, digest, prediction)
+
+    def settle(self) -> None:
+        """fsync DEST's folder, then the manifest, then do what waited for them: remove the
+        sources (--move) listed since, and the half-written temporaries of listed sources."""
+        if self.settling or self.manifest.unsynced:
+            try:
+                sync_directory(self.destination)
+                unsynced = ""
+            except OSError as error:
+                unsynced = f"left in SRC: {self.destination} cannot be synced to disk " + (
+                    f"({error.strerror or error})"
+                )
+            self.manifest.sync(always=bool(self.settling))
+            for path, copy in self.settling:
+                reason = unsynced or remove_verified_source(
+                    path, copy, str(self.sources[path].digest), self.sources[path].fingerprint
+                )
+                if reason:
+                    self._skip(path, reason)
+                else:
+                    self.report.moved += 1
+            self.settling.clear()
+        for path in list(self.leftovers.half_written):
+            source = self.sources[path]
+            if source.digest and self.manifest.sorted_copy(str(source.resolved), source.digest):
+                for temporary in self.leftovers.half_written.pop(path):
+                    temporary.unlink(missing_ok=True)
+
+
+def _copy_name_pattern(labels: Sequence[str]) -> re.Pattern[str]:
+    """The names our copies of photos of these labels get (`sorted_name`, with a count)."""
+    names = "|".join(re.escape(safe_name_part(label)) for label in labels)
+    return re.compile(
+        rf"(?:(?:{UNSURE}|{UNKNOWN})-)?(?:{names})-\d\.\d{{5}}(?:-\d+)?(?:\.[a-z0-9]+)?"
+    )
+
+
+def _another_name(path: Path, status: os.stat_result, entries: list[Path]) -> bool:
+    """Whether another entry of the folder is the same file as `path`."""
+    if status.st_nlink < 2:
+        return False
+    for entry in entries:
+        try:
+            other = entry.lstat()
+        except OSError:
+            continue
+        if entry != path and (other.st_dev, other.st_ino) == (status.st_dev, status.st_ino):
+            return True
+    return False
+
+
+def _holds(path: Path, digest: str) -> bool:
+    """Whether `path` still holds bytes of this SHA-256."""
+    try:
+        return file_digest(path) == digest
+    except OSError:
+        return False
+
+
+def _begins(whole: Path, part: Path) -> bool:
+    """Whether the bytes of `part` are the first bytes of `whole`."""
+    try:
+        with open(whole, "rb") as longer, open(part, "rb") as shorter:
+            for block in iter(lambda: shorter.read(1 << 16), b""):
+                if longer.read(len(block)) != block:
+                    return False
+    except OSError:
+        return False
+    return True
+
+
+def _image_suffix(path: Path) -> str:
+    """The usual extension of the image format of `path` (`.jpg`), or "" when it has none."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            kind = image.format or ""
+    except Exception:  # noqa: BLE001  (a damaged file is simply not an image here)
+        return ""
+    return safe_suffix(_FORMAT_SUFFIXES.get(kind, f".{kind.lower()}")) if kind else ""
