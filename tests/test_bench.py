@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import re
+from pathlib import Path
 
 from helpers import draw_photos, tensorguess
 from tensorguess.bench.baselines import legacy_sort
@@ -20,12 +22,20 @@ def test_the_2016_loop_sorts_as_guessdir_does(trained, tmp_path):
         str(tmp_path / "old"),
     )
     tensorguess("sort", tf_files, source, tmp_path / "ours")
-    # The old loop names copies <n>-<label>-<score>.jpg in sorted order of the sources.
-    old = sorted(path.name for path in (tmp_path / "old").iterdir())
-    labels = [re.match(r"\d+-(\w+)-[\d.]+\.jpg", name).group(1) for name in old]
-    assert sorted(labels) == ["circle"] * 3 + ["square"] * 3
-    ours = [path.name for path in (tmp_path / "ours").iterdir() if path.suffix == ".jpg"]
-    assert sorted(name.split("-")[0] for name in ours) == sorted(labels)
+    # The old loop names copies <n>-<label>-<score>.jpg, n counting the sources in sorted
+    # order; ours are listed in the manifest, source by source.
+    names = sorted(path.name for path in source.iterdir())
+    theirs = {}
+    for path in (tmp_path / "old").iterdir():
+        number, label, score = re.fullmatch(r"(\d+)-(\w+)-([\d.]+)\.jpg", path.name).groups()
+        theirs[names[int(number)]] = (label, float(score))
+    with open(tmp_path / "ours" / "manifest.csv", newline="") as stream:
+        ours = {Path(row["source"]).name: row for row in csv.DictReader(stream)}
+    assert sorted(theirs) == sorted(ours) == names
+    for name, (label, score) in theirs.items():
+        assert ours[name]["label"] == label, name
+        assert abs(float(ours[name]["score"]) - score) < 0.1, name  # decoders, precisions
+    assert sorted(label for label, _ in theirs.values()) == ["circle"] * 3 + ["square"] * 3
 
 
 def test_a_quick_bench_measures_ours_beside_the_old_ways(tmp_path):
