@@ -170,7 +170,7 @@ tensorguess_runtime() {
 #   folder  read and written (TF_FILES)                 mounted read-write
 #   input   only read (SRC, a hub:<folder> backbone)    mounted read-only
 #   file    only read (IMAGE, --graph, --labels, --model) its folder mounted read-only
-#   output  written (DEST, --bottleneck_dir)            created first, as the user; read-write
+#   output  written (DEST, --bottleneck_dir, --explain) created first, as the user; read-write
 # Every path is passed on absolute and mounted at that same path, so messages and the
 # manifest name the user's own paths. A path that does not exist is not created (except an
 # output): its nearest existing folder is mounted read-only, and tensorguess says what is
@@ -191,7 +191,7 @@ tensorguess_positional_kind() {
 # tensorguess_option_kind OPTION: set REPLY to the kind of the option's value.
 tensorguess_option_kind() {
   case "$1" in
-    --bottleneck_dir | --summaries_dir) REPLY=output ;;
+    --bottleneck_dir | --summaries_dir | --explain) REPLY=output ;;
     --graph | --labels | --model) REPLY='file' ;;
     --backbone) REPLY=backbone ;;
     --ray | --ray_workers) REPLY=none ;; # a Ray address, a number: nothing to mount

@@ -9,10 +9,12 @@ from __future__ import annotations
 import io
 import os
 import random
+import shutil
 import struct
 import subprocess
 import sys
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -287,3 +289,37 @@ class InProcess:
 
     def get(self):
         return self.value
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+NO_BROWSER = "chromium and chromium-driver are not installed (apt-get install chromium-driver)"
+
+
+@contextmanager
+def headless_chromium(profile: Path, width: int = 1100, height: int = 800):
+    """A Selenium driver of headless Chromium with a profile of its own, quit at the end."""
+    pytest.importorskip("selenium", reason="the test extra is not installed")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        f"--window-size={width},{height}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()

@@ -64,7 +64,9 @@ def test_evaluate_json_and_report(trained, tmp_path):
     assert [mistake["truth"] for mistake in evaluation["mistakes"]] == ["circle"]
     text = page.read_text()
     assert text.count("data:image/png;base64,") == 1  # the confusion matrix
-    assert text.count("data:image/jpeg;base64,") == 1  # the mislabelled photo's thumbnail
+    # The mislabelled photo's thumbnail, and the evidence for the guessed and the true label.
+    assert text.count("data:image/jpeg;base64,") == 3
+    assert text.count('<figure class="mistake explained">') == 1
     assert not (page.parent / "confusion_matrix.png").exists()
 
 

@@ -92,13 +92,20 @@ class Classifier:
         """Refuse a labels file other than the one the graph was trained with (our graphs hold
         their labels): same count or not, its names would be another model's."""
         trained = list(self.layout.labels)
-        if trained and trained != self.labels:
-            shown = ", ".join(trained[:10]) + (", ..." if len(trained) > 10 else "")
+        if not trained or trained == self.labels:
+            return
+        shown = ", ".join(trained[:10]) + (", ..." if len(trained) > 10 else "")
+        if len(trained) != len(self.labels):
             raise TensorguessError(
-                f"{self.labels_path}: not the labels {self.graph_path.name} was trained with "
-                f"({shown}); use the labels file written with this graph, or train again "
-                "(a train that was interrupted while renaming its files leaves them apart)"
+                f"{self.labels_path}: {len(self.labels)} labels, but the graph "
+                f"{self.graph_path} scores {len(trained)} classes ({shown}); use the labels "
+                "file written with this graph"
             )
+        raise TensorguessError(
+            f"{self.labels_path}: not the labels {self.graph_path.name} was trained with "
+            f"({shown}); use the labels file written with this graph, or train again "
+            "(a train that was interrupted while renaming its files leaves them apart)"
+        )
 
     def _int8_runner(self, engine: str | None) -> tuple | None:
         """(run, "openvino-int8", layout notes) of the int8 model train kept beside this very

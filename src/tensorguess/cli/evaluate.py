@@ -76,11 +76,13 @@ def run(args: argparse.Namespace) -> int:
         for label, row in zip(evaluation.labels, evaluation.confusion, strict=True):
             say(f"  {' '.join(f'{count:5d}' for count in row)}  {label}")
     if args.report:
-        from tensorguess.quality.report import write_report
+        from tensorguess.quality.explain import report_heat_maps
+        from tensorguess.quality.report import THUMBNAIL_SIZE, write_report
 
         facts = [("model", str(classifier.graph_path)), ("photos", str(args.labelled_dir))]
         title = f"tensorguess: {args.labelled_dir.resolve().name}"
-        write_report(args.report, title, facts, evaluation, save_figures=False)
+        heat = report_heat_maps(classifier, evaluation.mistakes, THUMBNAIL_SIZE, say)
+        write_report(args.report, title, facts, evaluation, save_figures=False, heat=heat)
         say(f"Report: {args.report}")
     print_skipped(evaluation.skipped, say)
     if args.json:

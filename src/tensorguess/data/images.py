@@ -114,6 +114,30 @@ def load_pixels(path: Path | str | BinaryIO, size: Size) -> np.ndarray:
     return _decode_file(path, decode)
 
 
+def load_upright(path: Path | str | BinaryIO, longest: int | None = None) -> np.ndarray:
+    """The photo as a person sees it: uint8 RGB [height, width, 3] at its own size (shrunk
+    by a whole factor while decoding when its longest side is over `longest`), with
+    `load_pixels`' rules (EXIF turn, transparency onto white). Raises `UnreadableImage`."""
+
+    def decode(image: Image.Image) -> np.ndarray:
+        if longest:
+            image.draft("RGB", (longest, longest))
+        return _decode_bounded(image, lambda loaded: _upright(loaded, longest))
+
+    return _decode_file(path, decode)
+
+
+def _upright(image: Image.Image, longest: int | None) -> np.ndarray:
+    orientation = _orientation(image)
+    image = _reducible(image)
+    factor = max(image.size) // longest if longest else 1
+    if factor >= 2:
+        image = image.reduce(factor)
+    if orientation in _UPRIGHT:
+        image = image.transpose(_UPRIGHT[orientation])
+    return np.asarray(_flatten(image), dtype=np.uint8)
+
+
 def load_pixels_from_bytes(data: bytes, size: Size) -> np.ndarray:
     """`load_pixels` for an encoded image held in memory (an upload): the same decoder, no file."""
     if not data:

@@ -21,6 +21,7 @@ from tensorguess.quality.evaluate import Evaluation, score_text
 
 if TYPE_CHECKING:
     from tensorguess.quality.doctor import Checkup
+    from tensorguess.quality.explain import MistakeHeat
 
 TRAINING_CURVES_FILE = "training_curves.png"
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
@@ -146,6 +147,8 @@ img.figure { max-width: 100%; border: 1px solid #ddd; }
 figure.mistake { margin: 0; width: 170px; font-size: 0.8em; overflow-wrap: anywhere; }
 figure.mistake img { display: block; max-width: 160px; max-height: 160px; }
 figure.pair { width: 340px; } figure.pair img { display: inline-block; margin-right: 4px; }
+figure.explained { width: 510px; }
+figure.explained img { display: inline-block; margin-right: 4px; }
 dl { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em; }
 dt { font-weight: bold; } dd { margin: 0; }
 """
@@ -157,9 +160,11 @@ def render_html(
     evaluation: Evaluation | None,
     figures: Sequence[tuple[str, bytes]],
     checkup: Checkup | None = None,
+    heat: dict[str, MistakeHeat] | None = None,
 ) -> str:
-    """The report page: facts, figures, the per-label table, the misclassified photos and
-    the data check."""
+    """The report page: facts, figures, the per-label table, the misclassified photos (with
+    `heat`, the evidence for the guessed and the true label beside each) and the data
+    check."""
     escape = html.escape
     parts = [
         "<!DOCTYPE html>",
@@ -176,14 +181,14 @@ def render_html(
             f'<img class="figure" alt="{escape(caption)}" src="{_data_uri("image/png", png)}">',
         ]
     if evaluation is not None:
-        parts += _evaluation_html(evaluation)
+        parts += _evaluation_html(evaluation, heat or {})
     if checkup is not None:
         parts += _checkup_html(checkup)
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
 
-def _evaluation_html(evaluation: Evaluation) -> list[str]:
+def _evaluation_html(evaluation: Evaluation, heat: dict[str, MistakeHeat]) -> list[str]:
     escape = html.escape
     parts = [
         "<h2>Per label</h2>",
@@ -200,16 +205,27 @@ def _evaluation_html(evaluation: Evaluation) -> list[str]:
     if not evaluation.mistakes:
         parts.append("<p>None: every photo got its own label.</p>")
         return parts
+    if heat:
+        parts.append(
+            "<p>Beside each photo, where the model found the evidence for the label it "
+            "guessed, then for the true one (brighter: more; docs/explain.md).</p>"
+        )
     parts.append('<div class="mistakes">')
     for mistake in evaluation.mistakes[:MOST_THUMBNAILS]:
-        picture = thumbnail_jpeg(mistake.path)
-        image = (
-            f'<img alt="{escape(mistake.truth)}" src="{_data_uri("image/jpeg", picture)}">'
-            if picture
-            else "<p>(cannot show this file)</p>"
-        )
+        explained = heat.get(mistake.path)
+        images = _picture(mistake.path, mistake.truth)
+        if explained is not None:
+            images += "".join(
+                f'<img alt="evidence for {escape(label)}" title="evidence for {escape(label)}" '
+                f'src="{_data_uri("image/jpeg", picture)}">'
+                for label, picture in (
+                    (mistake.guess, explained.guess),
+                    (mistake.truth, explained.truth),
+                )
+            )
+        kind = "mistake explained" if explained is not None else "mistake"
         parts.append(
-            f'<figure class="mistake">{image}<figcaption><b>{escape(mistake.truth)}</b> '
+            f'<figure class="{kind}">{images}<figcaption><b>{escape(mistake.truth)}</b> '
             f"guessed as <b>{escape(mistake.guess)}</b> ({mistake.guess_score:.3f})<br>"
             f"{escape(printable(Path(mistake.path).name))}</figcaption></figure>"
         )
@@ -352,6 +368,7 @@ def write_report(
     history: dict[str, list[float]] | None = None,
     save_figures: bool = True,
     checkup: Checkup | None = None,
+    heat: dict[str, MistakeHeat] | None = None,
 ) -> list[Path]:
     """Write the page (and, with `save_figures`, each figure as a PNG beside it); return paths."""
     page = Path(page)
@@ -378,6 +395,7 @@ def write_report(
         evaluation,
         [(caption, png) for caption, _, png in figures],
         checkup,
+        heat,
     )
     write_text_atomic(page, text)
     written.append(page)

@@ -121,7 +121,9 @@ def _train(
         )
         say(check.describe())
         outputs += [tf_files / INT8_FOLDER] if check.kept else []
-    evaluation = _evaluate(tf_files, data, None if engines.int8 else options.engine, say)
+    classifier, evaluation = _evaluate(
+        tf_files, data, None if engines.int8 else options.engine, say
+    )
     checkup = _check_data(scan, features, say)
     if options.summaries_dir:
         from tensorguess.quality.report import write_summaries
@@ -129,8 +131,9 @@ def _train(
         write_summaries(options.summaries_dir, head.history)
     if options.report:
         outputs += _report(
-            tf_files, backbone, data, evaluation, head, checkup, options, engines, started
-        )
+            tf_files, backbone, data, classifier, evaluation, head, checkup, options, engines,
+            started, say,
+        )  # fmt: skip
     skipped = [(str(path), reason) for path, reason in scan.skipped]
     skipped += [
         (str(scan.images[i].path), reason) for i, reason in sorted(features.problems.items())
@@ -349,23 +352,32 @@ def _evaluate(tf_files: Path, data: _TrainingData, engine: str | None, say):
     record_test_accuracy(tf_files, evaluation.accuracy, evaluation.count)
     for line in summary_lines(evaluation, "Final test accuracy", MISTAKES_SHOWN):
         say(line)
-    return evaluation
+    return classifier, evaluation
 
 
 def _report(
     tf_files: Path,
     backbone,
     data: _TrainingData,
+    classifier,
     evaluation,
     head,
     checkup,
     options: TrainingOptions,
     engines: _Engines,
     started: float,
+    say,
 ) -> list[Path]:
-    """report.html and its figures (report.py); the paths written."""
+    """report.html (the misclassified photos with heat maps) and its figures (report.py);
+    the paths written."""
     from tensorguess.features.engines import engine_precision
-    from tensorguess.quality.report import REPORT_FILE, training_facts, write_report
+    from tensorguess.quality.explain import report_heat_maps
+    from tensorguess.quality.report import (
+        REPORT_FILE,
+        THUMBNAIL_SIZE,
+        training_facts,
+        write_report,
+    )
 
     features_in = f"{engines.features} ({engine_precision(engines.features)})"
     settings = [*options.describe(), ("engine", features_in)]
@@ -373,8 +385,9 @@ def _report(
         backbone, data.splits, evaluation, settings, time.monotonic() - started
     )
     title = f"tensorguess: {tf_files.resolve().name}"
+    heat = report_heat_maps(classifier, evaluation.mistakes, THUMBNAIL_SIZE, say)
     return write_report(
-        tf_files / REPORT_FILE, title, facts, evaluation, head.history, checkup=checkup
+        tf_files / REPORT_FILE, title, facts, evaluation, head.history, checkup=checkup, heat=heat
     )
 
 
