@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image, ImageOps
 
 from helpers import ROOT, SUPERHEROES, InProcess, draw_photos, tensorguess, wrapper
 from tensorguess.data.images import load_pixels
@@ -419,6 +420,21 @@ def _main(capsys, *arguments) -> tuple[int, str, list[str]]:
         code = exit.code
     captured = capsys.readouterr()
     return code, captured.out, captured.err.splitlines()
+
+
+def test_an_exported_file_is_explained_by_occlusion(exported, tmp_path):
+    """A .tflite or .onnx file has no gradients to ask for: guess --explain still draws a map,
+    by hiding parts of the photo and watching the score."""
+    folder = tmp_path / "heat"
+    result = wrapper(
+        "guess.sh", exported.tf_files, exported.photos[0], "--model",
+        exported.file("model.onnx"), "--explain", folder, "--json",
+    )  # fmt: skip
+    (answer,) = json.loads(result.stdout)
+    heat = np.asarray(Image.open(answer["heatmap"]))
+    assert heat.shape == ImageOps.exif_transpose(Image.open(exported.photos[0])).size[::-1]
+    assert heat.max() == 255 and heat.min() < 128  # somewhere more evidence than elsewhere
+    assert Path(answer["heatmap_overlay"]).is_file()
 
 
 def test_a_ray_worker_sorts_with_the_exported_file_given_to_model(exported):
