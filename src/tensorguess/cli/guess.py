@@ -77,8 +77,11 @@ def run(args: argparse.Namespace) -> int:
         args.command_parser.error("--explain_label goes with --explain DIR")
     classifier = load_model(args)
     explainer = _explainer(classifier, args.explain_label) if args.explain else None
-    predictions = list(classifier.classify(args.images))
-    heat = _heat_files(explainer, classifier.labels, predictions, args) if explainer else {}
+    predictions = classifier.classify(args.images)
+    heat = {}
+    if explainer is not None:  # the maps need every score first; without them, lines stream
+        predictions = list(predictions)
+        heat = _heat_files(explainer, classifier.labels, predictions, args)
     results, failures = [], 0
     for number, prediction in enumerate(predictions):
         explained = heat.get(number, {})
