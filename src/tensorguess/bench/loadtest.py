@@ -52,14 +52,20 @@ def predict_body(photo: bytes) -> bytes:
     return json.dumps({"instances": [{"b64": base64.b64encode(photo).decode()}]}).encode()
 
 
+def request_head(host: str, port: int, path: str, length: int, headers: dict[str, str]) -> bytes:
+    """The head of an HTTP/1.1 POST whose body of `length` bytes follows."""
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {length}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
 def http_request(host: str, port: int, path: str, body: bytes, headers: dict[str, str]) -> bytes:
     """The bytes of one HTTP/1.1 POST."""
-    lines = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {len(body)}"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+    return request_head(host, port, path, len(body), headers) + body
 
 
-async def _read_reply(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
+async def read_reply(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
+    """(status, body, whether the server closes the connection) of one HTTP/1.1 answer."""
     head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
     status = int(head[0].split()[1])
     headers = {}
@@ -79,7 +85,7 @@ async def _client(host: str, port: int, requests: list[bytes]) -> list[Reply]:
         if writer is None:
             reader, writer = await asyncio.open_connection(host, port)
         writer.write(request)
-        status, body, closed = await _read_reply(reader)
+        status, body, closed = await read_reply(reader)
         replies.append(Reply(status, body, time.perf_counter() - start))
         if closed:
             writer.close()
@@ -89,7 +95,8 @@ async def _client(host: str, port: int, requests: list[bytes]) -> list[Reply]:
     return replies
 
 
-def _loopback(host: str) -> None:
+def loopback_only(host: str) -> None:
+    """Refuse any host but this machine's loopback: the load tests never leave the machine."""
     address = socket.getaddrinfo(host, None)[0][4][0]
     if not ipaddress.ip_address(address.split("%")[0]).is_loopback:
         raise ValueError(f"{host}: the load test only sends to this machine's loopback")
@@ -106,7 +113,7 @@ def send_load(
 ) -> tuple[list[list[Reply]], float]:
     """Each client sends `requests_per_client` requests, taking `bodies` in turn (client c
     starts at body c); returns every client's replies, in order, and the wall time."""
-    _loopback(host)
+    loopback_only(host)
     headers = {"Content-Type": "application/json", **(headers or {})}
     requests = [http_request(host, port, path, body, headers) for body in bodies]
     plans = [
@@ -143,7 +150,8 @@ def _photos(folder: Path) -> list[Path]:
     return sorted(path for path in folder.iterdir() if path.suffix.lower() in suffixes)
 
 
-def _start_server(tf_files: Path, extra: list[str]) -> tuple[subprocess.Popen, int, Path]:
+def start_server(tf_files: Path, extra: list[str]) -> tuple[subprocess.Popen, int, Path]:
+    """`tensorguess serve TF_FILES` on a free loopback port once it answers: process, port, log."""
     log = Path(tempfile.mkstemp(prefix="tensorguess-serve-", suffix=".log")[1])
     server = subprocess.Popen(
         [sys.executable, "-m", "tensorguess", "serve", str(tf_files), "--port", "0", *extra],
@@ -190,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     photos = _photos(args.photos)
     bodies = [predict_body(path.read_bytes()) for path in photos]
-    server, port, log = _start_server(args.tf_files, args.serve_args.split())
+    server, port, log = start_server(args.tf_files, args.serve_args.split())
     rows = []
     try:
         send_load("127.0.0.1", port, "/v1/models/model:predict", bodies[:16], 4, 8)  # warm up
