@@ -2,40 +2,58 @@
 
 One server runs for the whole module, on a private copy of the session's model, with an
 API key (from TENSORGUESS_API_KEY) and small limits so that they can be reached. The
-retrain test switches that server to a new model, so it comes last.
+retrain test switches that server to a new model, so it comes last. A server with a model
+that fails on purpose runs in this process (`failing_server`), and the model watcher is
+driven on its own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.client
 import io
 import json
+import logging
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import LABELS, draw_photos, one_line_error, tensorguess, write_broken
+from helpers import LABELS, ROOT, draw_photos, one_line_error, tensorguess, write_broken
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed")
-pytest.importorskip("selenium", reason="the test extra is not installed")
 
-from tensorguess.bench.loadtest import predict_body, send_load  # noqa: E402
+from tensorguess.bench.abuse import (  # noqa: E402
+    PREDICT_PATH,
+    flood,
+    flood_requests,
+    refused,
+    reset_peak_rss,
+    rss_mb,
+    under_slow_uploads,
+)
+from tensorguess.bench.loadtest import predict_body, request_head, send_load  # noqa: E402
 from tensorguess.cli import main  # noqa: E402
-from tensorguess.cli import serve as serve_command  # noqa: E402
 
 KEY = "correct horse battery staple"
+AUTH = {"Authorization": f"Bearer {KEY}"}
 MAX_QUEUE = 48
 MAX_UPLOAD_MB = 3
+UPLOAD_BUDGET_MB = 10
+READ_TIMEOUT = 4
+MB = 1024 * 1024
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 
@@ -139,6 +157,7 @@ def server(trained, tmp_path_factory):
         log,
         root / "tmp",
         *("--max_queue", str(MAX_QUEUE), "--max_upload_mb", str(MAX_UPLOAD_MB)),
+        *("--upload_budget_mb", str(UPLOAD_BUDGET_MB), "--read_timeout", str(READ_TIMEOUT)),
         *("--min_score", f"{min_score:.6f}"),
     )
     yield Server(process, port, log, tf_files, photos, guessed, min_score)
@@ -335,6 +354,288 @@ def test_overload_answers_503_at_once(server):
     )
 
 
+def test_slow_clients_keep_no_one_out_and_are_cut_off(server):
+    """More slow uploads (a byte every half second) than the server takes requests at work:
+    a normal request is answered meanwhile, and each slow one gets 408 once it falls behind.
+    A connection that sends nothing, and one that sends its head a byte at a time, are
+    closed as late; a head too large gets 431 at once."""
+    silent = socket.create_connection(("127.0.0.1", server.port), timeout=READ_TIMEOUT + 10)
+    dribbling = socket.create_connection(("127.0.0.1", server.port), timeout=READ_TIMEOUT + 10)
+    head = b"GET /v1/models/model HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: " + b"x" * 100
+    closed: list[float] = []
+    start = time.monotonic()
+    threads = [
+        threading.Thread(target=_dribble, args=(dribbling, head, 0.2)),
+        *(threading.Thread(target=_until_closed, args=(c, closed)) for c in (silent, dribbling)),
+    ]
+    for thread in threads:
+        thread.start()
+    normal, slow = asyncio.run(
+        under_slow_uploads(
+            "127.0.0.1",
+            server.port,
+            server.photos[0].read_bytes(),
+            clients=MAX_QUEUE + 12,
+            length=100_000,
+            every=0.5,
+            give_up=READ_TIMEOUT + 30,
+            headers=AUTH,
+        )
+    )
+    assert normal.status == 200 and normal.seconds < 10, normal
+    assert [outcome.status for outcome in slow] == [408] * len(slow)
+    assert "too slowly" in json.loads(slow[0].body)["error"]
+    # Cut off after --read_timeout seconds without 500 bytes a second, not before.
+    assert all(READ_TIMEOUT - 0.5 < outcome.seconds < READ_TIMEOUT + 10 for outcome in slow)
+    for thread in threads:
+        thread.join()
+    silent.close()
+    dribbling.close()
+    assert len(closed) == 2 and all(
+        READ_TIMEOUT - 0.5 < at - start < READ_TIMEOUT + 5 for at in closed
+    )
+
+    huge = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    try:
+        huge.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: " + b"x" * 200_000)
+    except OSError:
+        pass  # closed while sending; the answer is there to read all the same
+    answer = huge.recv(1000)
+    huge.close()
+    assert answer.startswith(b"HTTP/1.1 431 ") and b'"error":' in answer
+
+
+def _until_closed(connection: socket.socket, closed: list[float] | None = None) -> None:
+    """Read until the server closes the connection, noting when in `closed` (a timeout
+    fails the test, or leaves `closed` short)."""
+    try:
+        while connection.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass  # closed with bytes of ours unread: a reset rather than an end
+    if closed is not None:
+        closed.append(time.monotonic())
+
+
+def _dribble(connection: socket.socket, data: bytes, every: float) -> None:
+    for index in range(len(data)):
+        try:
+            connection.send(data[index : index + 1])
+        except OSError:
+            return
+        time.sleep(every)
+
+
+def _budget_full(port: int) -> bool:
+    """Whether the server refuses a body of 1 KB now, asked with its head alone (admitted,
+    it holds nothing and is let go)."""
+    probe = socket.create_connection(("127.0.0.1", port), timeout=0.2)
+    probe.sendall(request_head("127.0.0.1", port, PREDICT_PATH, 1024, AUTH))
+    try:
+        return probe.recv(100).startswith(b"HTTP/1.1 503 ")
+    except TimeoutError:
+        return False  # admitted: it waits for a body that never comes
+    finally:
+        probe.close()
+
+
+def test_uploads_count_against_the_budget_for_what_they_sent_until_they_end(server):
+    """Four clients that have sent their bodies but the last byte hold the whole budget
+    (10 MB): a small request gets 503 with Retry-After at once. Once they hang up, their
+    bytes are given back and it is answered."""
+    holders = []
+    for megabytes in (3, 3, 3, 1):
+        holder = socket.create_connection(("127.0.0.1", server.port))
+        length = megabytes * MB
+        headers = {**AUTH, "Content-Type": "application/json"}
+        holder.sendall(request_head("127.0.0.1", server.port, PREDICT_PATH, length, headers))
+        holder.sendall(b" " * (length - 1))
+        holders.append(holder)
+    body = predict_body(server.photos[0].read_bytes())
+    try:
+        deadline = time.monotonic() + READ_TIMEOUT / 2
+        while not _budget_full(server.port) and time.monotonic() < deadline:
+            pass  # until the server has read what they sent
+        status, answer, headers = server.call("POST", PREDICT_PATH, body)
+    finally:
+        for holder in holders:
+            holder.close()
+    assert status == 503, answer
+    assert "MB of uploads in progress, at most 10 MB" in answer["error"]
+    assert headers["retry-after"] == "1"
+    deadline = time.monotonic() + 5
+    while server.call("POST", PREDICT_PATH, body)[0] != 200:
+        assert time.monotonic() < deadline, "the budget was not given back"
+        time.sleep(0.05)
+
+
+def test_a_flood_of_large_bodies_is_refused_within_the_budget_and_the_server_goes_on(server):
+    """40 bodies of nearly the largest size at once, of random bytes (as base64 in predict
+    requests and as files in /v1/guess uploads): all refused, the server's memory stays
+    near its budget, and the next request is answered."""
+    requests = flood_requests("127.0.0.1", server.port, MAX_UPLOAD_MB - 0.1, AUTH)
+    resting = rss_mb(server.process.pid, "VmRSS")
+    reset_peak_rss(server.process.pid)
+    outcomes = asyncio.run(flood("127.0.0.1", server.port, 40, requests))
+    grown = rss_mb(server.process.pid) - resting
+    statuses = [outcome.status for outcome in outcomes]
+    assert all(map(refused, outcomes)), statuses
+    assert statuses.count(503) >= 20 and 400 in statuses, statuses
+    # 40 bodies of 2.9 MB are 116 MB; the budget holds 10 MB of them at once.
+    assert grown < 60, f"the server grew by {grown:.0f} MB"
+    status, answer, _ = server.call(
+        "POST", PREDICT_PATH, predict_body(server.photos[0].read_bytes())
+    )
+    assert status == 200, answer
+
+
+def test_a_body_sent_without_its_length_is_held_to_the_size_limit(server):
+    photo = server.photos[0]
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    connection.request(
+        "POST",
+        "/v1/guess",
+        body=iter([photo.read_bytes()[:1000], photo.read_bytes()[1000:]]),
+        headers={**AUTH, "Content-Type": "image/jpeg", "Transfer-Encoding": "chunked"},
+        encode_chunked=True,
+    )
+    response = connection.getresponse()
+    assert response.status == 200, response.read()
+    connection.close()
+
+    # Chunks past the limit: 413 as soon as it is passed. The rest is read and dropped, so
+    # that the client sees the answer, but for --read_timeout seconds at most.
+    chunk = b"%x\r\n" % (256 * 1024) + b"\0" * 256 * 1024 + b"\r\n"
+    head = (
+        f"POST /v1/guess HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY}\r\n"
+        "Content-Type: image/jpeg\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    upload = socket.create_connection(("127.0.0.1", server.port), timeout=READ_TIMEOUT + 10)
+    endless = threading.Thread(
+        target=_send_until_closed, args=(upload, head + chunk * (4 * MAX_UPLOAD_MB + 4))
+    )
+    endless.start()
+    answer = b""
+    while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
+        answer += upload.recv(65536)
+    answered = time.monotonic()
+    _until_closed(upload)
+    closed = time.monotonic()
+    endless.join()
+    upload.close()
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"] == (
+        f"the request is over the size limit of {MAX_UPLOAD_MB} MB"
+    )
+    assert READ_TIMEOUT - 0.5 < closed - answered < READ_TIMEOUT + 5
+
+
+def _send_until_closed(connection: socket.socket, data: bytes) -> None:
+    """Send `data`, then a chunk of one byte every 0.1 s, until the server closes."""
+    try:
+        connection.sendall(data)
+        while True:
+            connection.sendall(b"1\r\n\0\r\n")
+            time.sleep(0.1)
+    except OSError:
+        pass
+
+
+class FailingClassifier:
+    """Stands in for the network, and fails as a bug or a broken runtime would."""
+
+    labels = list(LABELS)
+    image_size = (32, 32)
+    engine, precision, takes_pixels = "openvino", "f32", True
+
+    def predict_pixels(self, pixels, names):
+        raise RuntimeError("cannot infer /srv/secret/model.xml on CPU")
+
+
+def test_a_failure_of_the_server_is_a_500_that_tells_the_client_nothing(tmp_path, caplog):
+    from tensorguess.serve.context import ServeSettings
+    from tensorguess.serve.model import LiveModel, ServedModel, model_stamp
+    from tensorguess.serve.server import listening_socket, uvicorn_server
+
+    model = ServedModel(FailingClassifier(), 1, model_stamp(tmp_path), {})
+    server = uvicorn_server(
+        ServeSettings(tmp_path), LiveModel(tmp_path, None, model, lambda line: None)
+    )
+    listener = listening_socket("127.0.0.1", 0)
+    port = listener.getsockname()[1]
+    log = logging.getLogger("uvicorn.error")  # where uvicorn writes the server's errors
+    log.addHandler(caplog.handler)
+    running = threading.Thread(target=server.run, kwargs={"sockets": [listener]})
+    running.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline and running.is_alive()
+            time.sleep(0.02)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        body = predict_body((ROOT / "test_data" / "IMG_5549.JPG").read_bytes())
+        connection.request("POST", PREDICT_PATH, body=body)
+        response = connection.getresponse()
+        answer = json.loads(response.read())
+        connection.close()
+    finally:
+        server.should_exit = True
+        running.join(timeout=30)
+        log.removeHandler(caplog.handler)
+    assert response.status == 500
+    assert answer == {"error": "internal error; the server's log has the details"}
+    assert "Traceback" in caplog.text and "cannot infer /srv/secret/model.xml" in caplog.text
+
+
+def test_the_model_watcher_reports_any_failure_and_keeps_watching(tmp_path, monkeypatch):
+    """A new model whose loading fails in a way nobody foresaw (OpenVINO cannot compile it,
+    say) is reported with its traceback, the old model stays, and a good model written later
+    is picked up."""
+    from tensorguess.serve import model as served
+
+    graph = tmp_path / served.GRAPH_FILE
+    graph.write_bytes(b"1")
+    first = served.ServedModel(SimpleNamespace(labels=["old"]), 1, served.model_stamp(tmp_path), {})
+    outcomes = [
+        RuntimeError("Exception from src/inference: cannot compile the model"),
+        served.ServedModel(SimpleNamespace(labels=["new"]), 2, (), {}),
+    ]
+
+    def load(tf_files, engine):
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return replace(outcome, stamp=served.model_stamp(tf_files))
+
+    monkeypatch.setattr(served, "load_served_model", load)
+    said: list[str] = []
+    live = served.LiveModel(tmp_path, None, first, said.append)
+
+    async def watched() -> None:
+        watching = asyncio.create_task(live.watch(every=0.01))
+
+        async def until(condition) -> None:
+            for _ in range(500):
+                if condition():
+                    return
+                assert not watching.done(), watching.exception()
+                await asyncio.sleep(0.01)
+            raise AssertionError(f"waited in vain; said: {said}")
+
+        graph.write_bytes(b"22")  # a new model, which fails to load
+        await until(lambda: said)
+        assert live.current is first
+        graph.write_bytes(b"333")  # and a good one, later
+        await until(lambda: live.current.labels == ["new"])
+        watching.cancel()
+
+    asyncio.run(watched())
+    failure, switch = said
+    assert "still serving version 1" in failure and "RuntimeError" in failure
+    assert "cannot compile the model" in failure and "Traceback" in failure
+    assert "now serving the new model" in switch and "version 2" in switch
+
+
 def test_the_api_key_guards_every_route_but_health_and_the_page(server):
     for key in (None, "wrong key", KEY[:-1]):
         status, answer, headers = server.call("GET", "/v1/models/model", key=key)
@@ -357,16 +658,46 @@ def test_the_api_key_guards_every_route_but_health_and_the_page(server):
     assert status == 200 and headers["content-type"].startswith("text/html")
 
 
-def test_what_stops_the_server_from_starting_is_one_line(server, tmp_path, monkeypatch, capsys):
+def test_what_stops_the_server_from_starting_is_one_line(server, tmp_path, capsys):
     taken = tensorguess("serve", server.tf_files, "--port", str(server.port), check=False)
     one_line_error(taken, f"port {server.port}", "in use", "--port")
     untrained = tensorguess("serve", tmp_path, "--port", "0", check=False)
     one_line_error(untrained, "model not found", "train.sh")
-    # Without the serve extra, it says how to install it.
-    monkeypatch.setattr(serve_command, "EXTRA_MODULES", ("fastapi", "no_such_module"))
-    assert main(["serve", str(tmp_path)]) == 1
-    (line,) = capsys.readouterr().err.splitlines()
-    assert "no_such_module missing" in line and "pip install" in line and "[serve]" in line
+    with pytest.raises(SystemExit) as stopped:  # (the folder holds no model: nothing serves)
+        main(["serve", str(tmp_path), "--max_upload_mb", "300", "--port", "0"])
+    assert stopped.value.code == 2
+    assert "--upload_budget_mb (256) must be at least --max_upload_mb" in capsys.readouterr().err
+
+
+def test_serve_installs_its_extra_on_first_use_or_says_how(tmp_path, monkeypatch, capsys):
+    from tensorguess import extras
+
+    installs = []
+
+    def pip(command, **kwargs):
+        installs.append(command)
+        monkeypatch.setitem(extras.EXTRAS, "serve", (("json",), "fastapi, ..."))  # installed
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setitem(extras.EXTRAS, "serve", (("no_such_module",), "fastapi, ..."))
+    monkeypatch.setattr(extras.subprocess, "run", pip)
+    # Installed, it goes on to serve: here a folder with no model, so one line says so.
+    assert main(["serve", str(tmp_path), "--port", "0"]) == 1
+    (command,) = installs
+    assert command[-2:] == ["-e", f"{extras.PROJECT_ROOT}[serve]"]
+    installing, error = capsys.readouterr().err.splitlines()
+    assert installing.startswith("tensorguess: installing the serve extra")
+    assert error.startswith("tensorguess: error:") and "model not found" in error
+
+    monkeypatch.setitem(extras.EXTRAS, "serve", (("no_such_module",), "fastapi, ..."))
+    monkeypatch.setattr(
+        extras.subprocess,
+        "run",
+        lambda command, **kwargs: subprocess.CompletedProcess(command, 1, "", "ERROR: offline"),
+    )
+    assert main(["serve", str(tmp_path), "--port", "0"]) == 1
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert "offline" in error and "install it yourself" in error and "[serve]" in error
 
 
 @pytest.mark.skipif(
@@ -374,6 +705,7 @@ def test_what_stops_the_server_from_starting_is_one_line(server, tmp_path, monke
     reason="chromium and chromium-driver are not installed (apt-get install chromium-driver)",
 )
 def test_the_page_labels_a_photo_chosen_in_headless_chromium(server, tmp_path):
+    pytest.importorskip("selenium", reason="the test extra is not installed")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By

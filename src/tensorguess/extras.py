@@ -2,9 +2,10 @@
 
 `export` (tf2onnx, onnx, ONNX Runtime, LiteRT: about 170 MB) serves `tensorguess export`,
 `train.sh --export` and `--model FILE.tflite|FILE.onnx`. `int8` (NNCF, about 20 MB beside
-what tensorguess has already) serves `train --engine openvino-int8`. In a source checkout (what the
-wrappers run) the first use installs `tensorguess[export]` into the running environment
-with the pins of constraints.txt, saying so in one line; the Docker image has it already.
+what tensorguess has already) serves `train --engine openvino-int8`. `serve` (FastAPI,
+uvicorn and their kin, a few MB) serves `tensorguess serve`. In a source checkout (what the
+wrappers run) the first use installs `tensorguess[<extra>]` into the running environment
+with the pins of constraints.txt, saying so in one line; the Docker image has them already.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
         "tf2onnx, onnx, onnxruntime, ai-edge-litert",
     ),
     "int8": (("nncf",), "nncf"),
+    "serve": (
+        ("fastapi", "fastapi_offline", "python_multipart", "uvicorn", "httptools"),
+        "fastapi, fastapi-offline, python-multipart, uvicorn, httptools",
+    ),
 }
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import re
-import shlex
-import sys
-from pathlib import Path
 
 from tensorguess.cli.common import (
     add_debug_flag,
@@ -19,12 +15,10 @@ from tensorguess.cli.common import (
     say,
     score,
 )
-from tensorguess.errors import TensorguessError
+from tensorguess.extras import require_extra
 
 NAME = "serve"
 API_KEY_VARIABLE = "TENSORGUESS_API_KEY"
-# The serve extra's packages (pyproject.toml), by the names they are imported under.
-EXTRA_MODULES = ("fastapi", "fastapi_offline", "python_multipart", "uvicorn")
 EPILOG = """example:
   {prog} ./tf_files
 then, from another shell:
@@ -67,6 +61,20 @@ def add_parser(commands) -> argparse.ArgumentParser:
         help="the largest request body, in MB (default 20)",
     )
     serve.add_argument(
+        "--upload_budget_mb",
+        type=float,
+        default=256.0,
+        help="the most MB of request bodies held at once, all requests together; a body that "
+        "would pass it gets 503 (default 256)",
+    )
+    serve.add_argument(
+        "--read_timeout",
+        type=float,
+        default=20.0,
+        help="seconds a request's head may take; its body must bring 500 bytes a second over "
+        "each such span; slower clients are cut off (408) (default 20)",
+    )
+    serve.add_argument(
         "--min_score",
         type=score,
         default=0.0,
@@ -89,7 +97,8 @@ def add_parser(commands) -> argparse.ArgumentParser:
         "--max_queue",
         type=positive_int,
         default=256,
-        help="most images (and requests) in the server at once; more get 503 (default 256)",
+        help="most images, and requests past their upload, in the server at once; more get "
+        "503 (default 256)",
     )
     serve.add_argument("--access_log", action="store_true", help="log every request")
     add_engine_flag(serve, "what runs the network, as for guess.sh (default auto)")
@@ -98,29 +107,17 @@ def add_parser(commands) -> argparse.ArgumentParser:
     return serve
 
 
-def missing_extra() -> str | None:
-    """One line saying how to install the serve extra, or None when it is installed."""
-    missing = [name for name in EXTRA_MODULES if importlib.util.find_spec(name) is None]
-    if not missing:
-        return None
-    root = Path(__file__).resolve().parents[3]
-    python = shlex.quote(sys.executable)
-    if (root / "pyproject.toml").is_file() and (root / "constraints.txt").is_file():
-        constraints = shlex.quote(str(root / "constraints.txt"))
-        target = shlex.quote(f"{root}[serve]")
-        install = f"{python} -m pip install -c {constraints} -e {target}"
-    else:
-        install = f"{python} -m pip install 'tensorguess[serve]'"
-    return f"serve needs the serve extra ({', '.join(missing)} missing); install it with: {install}"
-
-
 def run(args: argparse.Namespace) -> int:
     """Serve until Ctrl-C."""
-    problem = missing_extra()
-    if problem:
-        raise TensorguessError(problem)
     if args.max_upload_mb <= 0:
         args.command_parser.error("--max_upload_mb must be more than 0")
+    if args.upload_budget_mb < args.max_upload_mb:
+        args.command_parser.error(
+            f"--upload_budget_mb ({args.upload_budget_mb:g}) must be at least --max_upload_mb "
+            f"({args.max_upload_mb:g}): a body of the largest size must fit"
+        )
+    if args.read_timeout <= 0:
+        args.command_parser.error("--read_timeout must be more than 0")
     if not 0 <= args.port <= 65535:
         args.command_parser.error(f"--port must be between 0 and 65535, got {args.port}")
     if args.batch_wait_ms < 0:
@@ -130,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
     api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_VARIABLE)
     if api_key is not None and not api_key.strip():
         args.command_parser.error(f"the API key (--api_key or ${API_KEY_VARIABLE}) is empty")
+    require_extra("serve")
     from tensorguess.serve.context import ServeSettings
     from tensorguess.serve.server import serve
 
@@ -140,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
         name=args.name,
         api_key=api_key.strip() if api_key else None,
         max_upload_mb=args.max_upload_mb,
+        upload_budget_mb=args.upload_budget_mb,
+        read_timeout=args.read_timeout,
         min_score=args.min_score,
         engine=args.engine,
         max_batch=args.max_batch,

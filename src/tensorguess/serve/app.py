@@ -1,10 +1,11 @@
 """The HTTP app: the routes (routes/), the refusals, and the work that runs beside them.
 
 Every API route answers JSON; every refusal is `{"error": "<one line>"}` with a 4xx status
-(400 unusable input, 401 API key, 404 unknown model, version or route, 413 too large,
-415 wrong content type, 503 busy), and nothing a client sends can end the server. The
-event loop only parses and routes: base64 and image decoding run on a thread per core,
-the network on its own thread (batching.py).
+(400 unusable input, 401 API key, 404 unknown model, version or route, 408 too slow, 413
+too large, 415 wrong content type, 503 busy), and nothing a client sends can end the
+server. A failure of the server itself is a 500 that says only that: its traceback goes to
+the server's log, never to the client. The event loop only routes: JSON parsing, base64 and
+image decoding run on a thread per core, the network on its own thread (batching.py).
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ def create_app(settings: ServeSettings, live: LiveModel) -> FastAPI:
         api_key=settings.api_key,
         max_requests=settings.max_queue,
         max_upload_mb=settings.max_upload_mb,
+        upload_budget_mb=settings.upload_budget_mb,
+        read_timeout=settings.read_timeout,
     )
     for refusal, handler in REFUSAL_HANDLERS.items():
         app.add_exception_handler(refusal, handler)
@@ -106,10 +109,14 @@ async def too_many(request: Request, error: TooManyImages) -> JSONResponse:
     return JSONResponse({"error": str(error)}, 413)
 
 
+INTERNAL_ERROR = "internal error; the server's log has the details"
+
+
 async def internal(request: Request, error: Exception) -> JSONResponse:
-    # Not a client's fault; the traceback goes to the server's log.
-    message = f"internal error: {type(error).__name__}: {_one_line(str(error), 200)}"
-    return JSONResponse({"error": message}, 500)
+    # Not a client's fault, and what went wrong (paths, versions, the model's insides) is
+    # none of its business: Starlette raises the error on after this answer, and uvicorn
+    # writes it to the server's log with its traceback.
+    return JSONResponse({"error": INTERNAL_ERROR}, 500)
 
 
 REFUSAL_HANDLERS = {

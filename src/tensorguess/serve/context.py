@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException
 from tensorguess.classify.prediction import Prediction
 from tensorguess.data.images import UnreadableImage, load_pixels_from_bytes
 from tensorguess.serve.batching import Batcher
+from tensorguess.serve.guard import take_body
 from tensorguess.serve.model import LiveModel, ServedModel
 from tensorguess.serve.payloads import BadRequest, Upload
 
@@ -36,6 +37,8 @@ class ServeSettings:
     name: str = "model"
     api_key: str | None = None
     max_upload_mb: float = 20.0
+    upload_budget_mb: float = 256.0
+    read_timeout: float = 20.0
     min_score: float = 0.0
     engine: str | None = None
     max_batch: int = 32
@@ -115,11 +118,13 @@ Context = Annotated[ServerContext, Depends(server_context)]
 Body = TypeVar("Body", bound=BaseModel)
 
 
-async def json_body(request: Request, model: type[Body]) -> Body:
-    """The request's JSON body as `model`, whatever its Content-Type; `BadRequest` if not."""
-    body = await request.body()
+async def json_body(context: ServerContext, request: Request, model: type[Body]) -> Body:
+    """The request's JSON body as `model`, whatever its Content-Type; `BadRequest` if not.
+    Parsed on a decoding thread (a body may be megabytes), and let go once parsed."""
+    body = take_body(request)
+    loop = asyncio.get_running_loop()
     try:
-        return model.model_validate_json(body)
+        return await loop.run_in_executor(context.decoders, model.model_validate_json, body)
     except ValidationError as error:
         first = error.errors()[0]
         if first["type"] == "json_invalid":

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import os
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -118,27 +119,29 @@ class LiveModel:
         self.tf_files, self.engine, self.current, self.say = Path(tf_files), engine, first, say
 
     async def watch(self, every: float = POLL_SECONDS) -> None:
-        """Look for a new model every `every` seconds, forever (cancel to stop)."""
+        """Look for a new model every `every` seconds, forever (cancel to stop). Whatever
+        fails, the old model stays: the failure is reported once, and the watch goes on."""
         refused: Stamp | None = None
         tries = 0
         waited = 0.0
         while True:
             await asyncio.sleep(every)
-            stamp = model_stamp(self.tf_files)
-            if stamp in (self.current.stamp, refused):
-                continue
-            if (self.tf_files / LOCK_FILE).exists() and waited < TRAIN_WAIT_SECONDS:
-                waited += every  # train.sh is finishing: its converted model is on its way
-                continue
-            waited = 0.0
+            stamp = None
             try:
+                stamp = model_stamp(self.tf_files)
+                if stamp in (self.current.stamp, refused):
+                    continue
+                if (self.tf_files / LOCK_FILE).exists() and waited < TRAIN_WAIT_SECONDS:
+                    waited += every  # train.sh is finishing: its converted model is on its way
+                    continue
+                waited = 0.0
                 new = await asyncio.to_thread(load_served_model, self.tf_files, self.engine)
             except ModelChanging as problem:
                 tries += 1
                 if tries < DISAGREEING_TRIES:
                     continue
                 error = problem
-            except TensorguessError as problem:
+            except Exception as problem:  # noqa: BLE001  (an OpenVINO compile error, a full disk...)
                 error = problem
             else:
                 tries = 0
@@ -151,7 +154,16 @@ class LiveModel:
                 )
                 continue
             tries, refused = 0, stamp
-            self.say(
-                f"tensorguess serve: still serving version {self.current.version}; "
-                f"the new model cannot be loaded: {error}"
-            )
+            self._report(error)
+
+    def _report(self, error: Exception) -> None:
+        """Say why the new model is not served; with the traceback when it is not one of ours."""
+        if isinstance(error, TensorguessError):
+            reason = str(error)
+        else:
+            trace = "".join(traceback.format_exception(error)).rstrip()
+            reason = f"{type(error).__name__}: {error} (the traceback follows)\n{trace}"
+        self.say(
+            f"tensorguess serve: still serving version {self.current.version}; "
+            f"the new model cannot be loaded: {reason}"
+        )

@@ -109,7 +109,9 @@ REFUSALS = {
         (400, "an image or the request cannot be used"),
         (401, "the API key is missing or wrong"),
         (404, "no such model or version"),
+        (408, "the body came slower than 500 bytes a second (--read_timeout)"),
         (413, "over --max_upload_mb, or more images than --max_queue"),
-        (503, "busy: retry shortly"),
+        (500, "the server failed; its log has the details"),
+        (503, "busy (--max_queue, --upload_budget_mb): retry after Retry-After seconds"),
     )
 }

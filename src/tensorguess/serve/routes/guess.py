@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from tensorguess.serve.context import Context
+from tensorguess.serve.guard import take_body
 from tensorguess.serve.payloads import BadRequest, Upload, multipart_files
 from tensorguess.serve.schemas import MULTIPART_BODY, REFUSALS, ErrorAnswer, GuessAnswer
 
@@ -42,7 +43,7 @@ async def guess(
             "or one photo as the body with Content-Type image/*",
         )
     model = context.live.current
-    body = await request.body()
+    body = take_body(request)
     if kind == "multipart/form-data":
         loop = asyncio.get_running_loop()
         uploads = await loop.run_in_executor(context.decoders, multipart_files, content_type, body)

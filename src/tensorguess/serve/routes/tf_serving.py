@@ -83,7 +83,7 @@ def metadata(model: ServedModel, name: str) -> dict:
 
 async def predict(context: ServerContext, model: ServedModel, http: Request) -> JSONResponse:
     """`:predict`: scores of every instance (row format) or input (columnar format)."""
-    request = await json_body(http, PredictRequest)
+    request = await json_body(context, http, PredictRequest)
     check_signature(request.signature_name)
     uploads, columnar = predict_images(request.instances, request.inputs)
     results = await context.all_or_nothing(model, uploads)
@@ -98,7 +98,7 @@ async def predict(context: ServerContext, model: ServedModel, http: Request) -> 
 
 async def classify(context: ServerContext, model: ServedModel, http: Request) -> JSONResponse:
     """`:classify`: [label, score] pairs of every example."""
-    request = await json_body(http, ClassifyRequest)
+    request = await json_body(context, http, ClassifyRequest)
     check_signature(request.signature_name)
     results = await context.all_or_nothing(model, classify_images(request.examples))
     return JSONResponse(
