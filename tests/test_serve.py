@@ -31,7 +31,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import LABELS, ROOT, draw_photos, one_line_error, tensorguess, write_broken
+from helpers import (
+    CHROMEDRIVER,
+    CHROMIUM,
+    LABELS,
+    NO_BROWSER,
+    ROOT,
+    draw_photos,
+    headless_chromium,
+    one_line_error,
+    tensorguess,
+    write_broken,
+)
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed")
 
@@ -54,8 +65,6 @@ MAX_UPLOAD_MB = 3
 UPLOAD_BUDGET_MB = 10
 READ_TIMEOUT = 4
 MB = 1024 * 1024
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 
 
 class Server:
@@ -700,37 +709,15 @@ def test_serve_installs_its_extra_on_first_use_or_says_how(tmp_path, monkeypatch
     assert "offline" in error and "install it yourself" in error and "[serve]" in error
 
 
-@pytest.mark.skipif(
-    CHROMIUM is None or CHROMEDRIVER is None,
-    reason="chromium and chromium-driver are not installed (apt-get install chromium-driver)",
-)
+@pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None, reason=NO_BROWSER)
 def test_the_page_labels_a_photo_chosen_in_headless_chromium(server, tmp_path):
-    pytest.importorskip("selenium", reason="the test extra is not installed")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--window-size=1100,800",
-    ):
-        options.add_argument(flag)
     best = sorted(server.guessed, key=lambda name: server.guessed[name]["predictions"][0]["score"])
     unsure, sure = best[0], best[-1]
     by_name = {path.name: path for path in server.photos}
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
+    with headless_chromium(tmp_path / "profile", 1100, 800) as driver:
         driver.get(server.url)
         # The server has a key: the page asks for it before sending anything.
         key_field = driver.find_element(By.ID, "key")
@@ -758,12 +745,36 @@ def test_the_page_labels_a_photo_chosen_in_headless_chromium(server, tmp_path):
             assert [bar.text for bar in shown] == [item["label"] for item in expected]
         assert "unsure" in cards[unsure].get_attribute("class")
         assert "unsure" not in cards[sure].get_attribute("class")
+        # Then each card's heat map, drawn by the browser (the first waits for TensorFlow).
+        WebDriverWait(driver, 120).until(
+            lambda page: len(page.find_elements(By.CSS_SELECTOR, ".card img.heat")) == 2
+        )
+        for name in (unsure, sure):
+            heat = cards[name].find_element(By.CSS_SELECTOR, "img.heat")
+            assert driver.execute_script("return arguments[0].naturalWidth", heat) > 50
+            best_label = server.guessed[name]["predictions"][0]["label"]
+            assert heat.get_attribute("title").endswith(f"evidence for {best_label}")
         screenshot = tmp_path / "page.png"
         driver.save_screenshot(str(screenshot))
         print(f"screenshot: {screenshot}")
-    finally:
-        driver.quit()
     assert screenshot.stat().st_size > 10_000
+
+
+def test_guess_explains_a_photo_only_when_asked(server):
+    photo = server.photos[0]
+    body, headers = multipart([(photo.name, photo.read_bytes())])
+    status, plain, _ = server.call("POST", "/v1/guess", body, headers)
+    assert status == 200 and "heatmap" not in plain[0]
+    status, answer, _ = server.call("POST", "/v1/guess?explain=1", body, headers)
+    assert status == 200, answer
+    (result,) = answer
+    assert result["predictions"] == plain[0]["predictions"]
+    assert result["heatmap_label"] == plain[0]["predictions"][0]["label"]
+    grey = Image.open(io.BytesIO(base64.b64decode(result["heatmap"])))
+    assert grey.mode == "L" and grey.size == Image.open(photo).size
+    assert np.asarray(grey).max() == 255  # scaled: its strongest point is 255
+    overlay = Image.open(io.BytesIO(base64.b64decode(result["heatmap_overlay"])))
+    assert overlay.format == "JPEG" and max(overlay.size) <= 480
 
 
 def test_a_retrain_under_load_switches_the_model_with_no_failed_request(server):

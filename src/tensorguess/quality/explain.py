@@ -31,10 +31,12 @@ it does not.
 
 from __future__ import annotations
 
+import io
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -83,13 +85,14 @@ class HeatMap:
     method: str
 
     def at_size(self, height: int, width: int) -> np.ndarray:
-        """The map stretched to `height` x `width` (bilinear), still in [0, 1]."""
+        """The map stretched to `height` x `width` (bilinear) and scaled again so that its
+        strongest point is 1 (shrinking averages the peak away)."""
         from PIL import Image
 
         stretched = Image.fromarray(self.values.astype(np.float32), "F").resize(
             (width, height), Image.Resampling.BILINEAR
         )
-        return np.clip(np.asarray(stretched), 0.0, 1.0)
+        return _unit(np.clip(np.asarray(stretched), 0.0, None))
 
 
 class GradientMap:
@@ -131,8 +134,9 @@ class GradientMap:
             (layout.input_height, layout.input_width) if known else (32 * pooled[1], 32 * pooled[2])
         )
 
-    def maps(self, paths: Sequence[Path], labels: Sequence[int]) -> np.ndarray:
-        """Heat maps [B, height, width] in [0, 1] of `labels` (indices) on the photos."""
+    def maps(self, paths: Sequence[Path | BinaryIO], labels: Sequence[int]) -> np.ndarray:
+        """Heat maps [B, height, width] in [0, 1] of `labels` (indices) on the photos (files,
+        or open binary streams of encoded photos for graphs of ours)."""
         layout = self.classifier.layout
         if layout.takes_batches:
             pixels = np.stack([load_pixels(path, self.size) for path in paths])
@@ -185,7 +189,7 @@ class Occlusion:
     def __init__(self, scores: Callable[[np.ndarray], np.ndarray], size: int) -> None:
         self.scores, self.size = scores, size
 
-    def maps(self, paths: Sequence[Path], labels: Sequence[int]) -> np.ndarray:
+    def maps(self, paths: Sequence[Path | BinaryIO], labels: Sequence[int]) -> np.ndarray:
         """Heat maps [B, S, S] in [0, 1] of `labels` (indices) on the photos."""
         maps = []
         for path, label in zip(paths, labels, strict=True):
@@ -289,6 +293,31 @@ def report_heat_maps(
     return mistake_heat_maps(explainer, classifier.labels, chosen, longest)
 
 
+@dataclass(frozen=True)
+class ExplainedUpload:
+    """A photo sent as bytes (to the HTTP server), explained: the bare map at the photo's
+    size (PNG) and a small overlay (JPEG), of `label`."""
+
+    label: str
+    map_png: bytes
+    overlay_jpeg: bytes
+
+
+def explain_upload(
+    explainer: Explainer, labels: Sequence[str], data: bytes, scores: np.ndarray, longest: int
+) -> ExplainedUpload:
+    """The evidence for the best label of one encoded photo, whose `scores` are known."""
+    index = int(np.argmax(scores))
+    (values,) = explainer.maps([io.BytesIO(data)], [index])
+    heat = HeatMap(labels[index], float(scores[index]), values, explainer.method)
+    upright = load_upright(io.BytesIO(data))
+    return ExplainedUpload(
+        heat.label,
+        heat_map_png(upright.shape[:2], heat),
+        heat_overlay_jpeg(io.BytesIO(data), heat, longest),
+    )
+
+
 # The files: an overlay to look at, and the bare map -------------------------------------------
 
 
@@ -343,7 +372,7 @@ def overlay_image(photo: np.ndarray, values: np.ndarray, caption: str):
     return image
 
 
-def heat_overlay_jpeg(photo: Path, heat: HeatMap, longest: int) -> bytes:
+def heat_overlay_jpeg(photo: Path | BinaryIO, heat: HeatMap, longest: int) -> bytes:
     """The overlay of `photo` with its longest side at most about `longest` (a thumbnail for
     a page), JPEG bytes."""
     upright = load_upright(photo, longest)
@@ -362,8 +391,6 @@ def heat_map_png(photo_size: tuple[int, int], heat: HeatMap) -> bytes:
 
 
 def _encoded(image, kind: str, **options) -> bytes:
-    import io
-
     buffer = io.BytesIO()
     image.save(buffer, kind, **options)
     return buffer.getvalue()

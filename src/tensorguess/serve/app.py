@@ -42,6 +42,7 @@ def create_app(settings: ServeSettings, live: LiveModel) -> FastAPI:
         await asyncio.gather(*tasks, return_exceptions=True)
         batcher.close()
         context.decoders.shutdown(wait=True, cancel_futures=True)
+        context.explaining.close()
         images, calls = batcher.images_scored, batcher.batches_run
         live.say(
             f"tensorguess serve: stopped; {images} image{'s' * (images != 1)} labelled in "

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException
 from tensorguess.classify.prediction import Prediction
 from tensorguess.data.images import UnreadableImage, load_pixels_from_bytes
 from tensorguess.serve.batching import Batcher
+from tensorguess.serve.explaining import Explaining
 from tensorguess.serve.guard import take_body
 from tensorguess.serve.model import LiveModel, ServedModel
 from tensorguess.serve.payloads import BadRequest, Upload
@@ -59,6 +60,7 @@ class ServerContext:
         self.decoders = ThreadPoolExecutor(
             os.cpu_count() or 1, thread_name_prefix="tensorguess-decode"
         )
+        self.explaining = Explaining()
 
     def served(self, name: str, version: str | None = None) -> ServedModel:
         """The model now served, if it is the one the path names."""

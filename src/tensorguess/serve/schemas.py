@@ -60,11 +60,20 @@ class LabelScore(BaseModel):
 
 
 class GuessAnswer(BaseModel):
-    """One image as `guess --json` prints it: labels best first, or why it has none."""
+    """One image as `guess --json` prints it: labels best first, or why it has none; with
+    `explain=1`, where the evidence for the best label lies (base64 images)."""
 
     image: str
     predictions: list[LabelScore] | None = None
     error: str | None = None
+    heatmap: str | None = Field(
+        None, description="the bare map, greyscale PNG at the photo's size, base64"
+    )
+    heatmap_overlay: str | None = Field(
+        None, description="the photo with the map over it, JPEG (480 px at most), base64"
+    )
+    heatmap_label: str | None = None
+    heatmap_error: str | None = Field(None, description="why this photo has no heat map")
 
 
 class VersionStatus(BaseModel):
