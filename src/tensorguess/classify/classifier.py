@@ -6,7 +6,9 @@ the precision their head was trained on (tensorguess.json, when it names this ve
 An old tool's graph gets label_image.py's own preprocessing and float32 arithmetic, so it
 answers as the old tool did. Our graphs also give each image a novelty score (`novelty:0`,
 features/novelty.py); with the threshold tensorguess.json records, a prediction says
-whether the image is unlike every training photo.
+whether the image is unlike every training photo. A multi-label graph (classify/task.py)
+gives each prediction the labels over the thresholds tensorguess.json records (0.5 each
+when it records none, or describes another graph).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from tensorguess.classify.model_reader import (
     trained_precision,
 )
 from tensorguess.classify.prediction import BATCH_SIZE, Prediction
+from tensorguess.classify.task import task_named, thresholds_of
 from tensorguess.data.images import UnreadableImage, label_image_pixels, pixel_batches
 from tensorguess.errors import TensorguessError, first_line
 from tensorguess.features.engines import (
@@ -87,6 +90,7 @@ class Classifier:
             self._check_labels()
             self._run, self.engine = self._runner(graph_def, engine, cache_key)
         self.novelty_threshold = threshold if self.layout.novelty_layer else None
+        self.task = task_named(self.layout.task, thresholds_of(metadata, self.labels))
 
     def _check_labels(self) -> None:
         """Refuse a labels file other than the one the graph was trained with (our graphs hold
@@ -198,7 +202,8 @@ class Classifier:
                 except UnreadableImage as problem:
                     yield Prediction(Path(path), None, str(problem))
                     continue
-                yield Prediction(Path(path), self._scores(self._normalise(pixels[None]))[0])
+                scores = self._scores(self._normalise(pixels[None]))[0]
+                yield self._prediction(Path(path), scores, "", None)
 
     @property
     def takes_pixels(self) -> bool:
@@ -236,9 +241,11 @@ class Classifier:
     ) -> Prediction:
         if problem:
             return Prediction(Path(path), None, problem)
+        given = self.task.answer(scores, self.labels)
         if novelty is None or self.novelty_threshold is None:
-            return Prediction(Path(path), scores)
-        return Prediction(Path(path), scores, "", novelty, novelty > self.novelty_threshold)
+            return Prediction(Path(path), scores, labels=given)
+        unknown = novelty > self.novelty_threshold
+        return Prediction(Path(path), scores, "", novelty, unknown, given)
 
     def _classify_bytes(self, paths: Sequence[Path]) -> Iterator[Prediction]:
         import tensorflow as tf
@@ -250,8 +257,7 @@ class Classifier:
                 yield Prediction(Path(path), None, f"cannot read ({error.strerror})")
                 continue
             try:
-                yield Prediction(Path(path), self._scores(data)[0])
+                yield self._prediction(Path(path), self._scores(data)[0], "", None)
             except tf.errors.OpError as error:  # the graph's own decoder refused the bytes
                 reason = first_line(error)
                 yield Prediction(Path(path), None, f"the model cannot decode it ({reason})")
-

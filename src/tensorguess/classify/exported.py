@@ -5,13 +5,16 @@ it ships.
 
 Both take RGB pixels 0-255 squashed to the model's size, decoded as training decoded them
 (`images.load_pixels`); their labels travel inside the file (the TFLite metadata's labels
-file, the ONNX `labels` property).
+file, the ONNX `labels` property), and so does a multi-label model's task and thresholds
+(the TFLite file's score calibration, whose offsets are the thresholds' log-odds; the ONNX
+`task` and `thresholds` properties).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -21,6 +24,7 @@ import numpy as np
 
 from tensorguess.classify.model_reader import read_model_bytes
 from tensorguess.classify.prediction import BATCH_SIZE, Prediction
+from tensorguess.classify.task import SINGLE, Task, task_named
 from tensorguess.errors import TensorguessError, first_line
 from tensorguess.extras import require_extra
 from tensorguess.quiet import muted_stderr
@@ -28,6 +32,9 @@ from tensorguess.quiet import muted_stderr
 MODEL_SUFFIXES = (".tflite", ".onnx")
 # The labels file packed into a .tflite file after its flatbuffer (export/tflite_metadata.py).
 PACKED_LABELS_FILE = "labels.txt"
+# A multi-label .tflite file's score calibration, packed likewise: one line per label,
+# "scale,slope,offset" (export/tflite_metadata.py says why).
+PACKED_CALIBRATION_FILE = "score_calibration.txt"
 
 
 class LiteRTModel:
@@ -93,9 +100,12 @@ class ExportedClassifier:
         except Exception as error:  # noqa: BLE001  (whatever the runtime says of a bad file)
             raise TensorguessError(f"{path}: cannot load the model ({first_line(error)})") from None
         if suffix == ".tflite":
-            labels = packed_labels(data)
+            labels, self.task = packed_labels(data), packed_task(data)
         else:
-            labels = _json_labels(self.model.properties.get("labels"))
+            properties = self.model.properties
+            labels = _json_labels(properties.get("labels"))
+            thresholds = json.loads(properties.get("thresholds") or "[]")
+            self.task = task_named(properties.get("task"), thresholds)
         if not labels:
             raise TensorguessError(
                 f"{path}: no labels inside; export the model again with tensorguess export"
@@ -113,7 +123,11 @@ class ExportedClassifier:
         for scores, reasons in run_ahead(self._scores, pixel_batches(paths, size, batch_size)):
             for offset, reason in enumerate(reasons):
                 path = Path(paths[start + offset])
-                yield Prediction(path, None if reason else scores[offset], reason)
+                if reason:
+                    yield Prediction(path, None, reason)
+                    continue
+                given = self.task.answer(scores[offset], self.labels)
+                yield Prediction(path, scores[offset], labels=given)
             start += len(reasons)
 
     def _scores(self, pixels: np.ndarray) -> np.ndarray:
@@ -136,15 +150,33 @@ def _json_labels(text: str | None) -> list[str] | None:
     return None
 
 
+def _packed_lines(model: bytes, name: str) -> list[str] | None:
+    """The lines of file `name` packed in a .tflite file, or None."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(model)) as packed:
+            text = packed.read(name).decode("utf-8")
+    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError):
+        return None
+    lines = text.split("\n")
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines or None
+
+
 def packed_labels(model: bytes) -> list[str] | None:
     """The labels packed in a .tflite file by `export.tflite_metadata.with_metadata` (or
     MediaPipe's writers), or None."""
+    return _packed_lines(model, PACKED_LABELS_FILE)
+
+
+def packed_task(model: bytes) -> Task:
+    """The task of a .tflite file: multi-label, with the thresholds its score calibration
+    shifts to 0.5, when it packs one; single-label otherwise."""
+    lines = _packed_lines(model, PACKED_CALIBRATION_FILE)
+    if not lines:
+        return SINGLE
     try:
-        with zipfile.ZipFile(io.BytesIO(model)) as packed:
-            text = packed.read(PACKED_LABELS_FILE).decode("utf-8")
-    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError):
-        return None
-    labels = text.split("\n")
-    while labels and not labels[-1]:
-        labels.pop()
-    return labels or None
+        offsets = [float(line.split(",")[2]) for line in lines]
+    except (IndexError, ValueError):
+        return SINGLE
+    return task_named("multi-label", [1 / (1 + math.exp(offset)) for offset in offsets])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from tensorguess.classify.task import TASK_NODE
 from tensorguess.errors import TensorguessError
 from tensorguess.model_files import INPUT_BYTES, INPUT_PIXELS, LABELS_NODE, NOVELTY, OUTPUT
 
@@ -28,12 +29,12 @@ class GraphLayout:
     takes_batches: bool = False
     novelty_layer: str = ""  # our graphs' novelty score, read beside the softmax
     labels: tuple[str, ...] = ()  # the labels our graphs were trained with; () for the others
+    task: str = ""  # "multi-label" for our multi-label graphs; "" for single-label ones
 
     @classmethod
     def from_notes(cls, notes: dict) -> GraphLayout:
         """The layout kept as JSON beside a converted model (`dataclasses.asdict` of one)."""
         return cls(**{**notes, "labels": tuple(notes.get("labels", ()))})
-
 
 
 def detect_layout(graph_def, overrides: dict | None = None) -> GraphLayout:
@@ -49,6 +50,7 @@ def detect_layout(graph_def, overrides: dict | None = None) -> GraphLayout:
             takes_batches=True,
             novelty_layer=NOVELTY if NOVELTY in nodes else "",
             labels=_embedded_labels(nodes.get(LABELS_NODE)),
+            task=next(iter(_embedded_labels(nodes.get(TASK_NODE))), ""),
         )
     elif "Mul" in nodes and "input_layer" not in overrides:
         layout = GraphLayout(
@@ -84,7 +86,8 @@ def detect_layout(graph_def, overrides: dict | None = None) -> GraphLayout:
 
 
 def _embedded_labels(node) -> tuple[str, ...]:
-    """The labels a graph of ours holds (`LABELS_NODE`); () for a graph without them."""
+    """The strings a constant of our graphs holds (`LABELS_NODE`, `TASK_NODE`); () for a
+    graph without it."""
     if node is None:
         return ()
     return tuple(value.decode("utf-8") for value in node.attr["value"].tensor.string_val)
@@ -101,4 +104,3 @@ def _is_string(node) -> bool:
     from tensorflow.core.framework import types_pb2
 
     return node.attr["dtype"].type == types_pb2.DT_STRING
-

@@ -62,6 +62,27 @@ Users trust this with their only copy of a folder, so:
   either way only this loop, on this machine, writes into DEST.
 - Names derived from labels and source names cannot leave DEST: separators, `..`,
   control characters and leading dots are replaced, and long names are cut to fit.
+
+A multi-label model (classify/task.py) puts each photo in a folder per label it gives it,
+`DEST/<label>/<label>-<score>.<ext>` with that label's score, and a photo with none in
+`DEST/untagged/<best label>-<score>.<ext>`. The promises above hold, with these additions:
+
+- A photo with several labels is one copy with several names: the copy is made once (its
+  temporary in DEST itself), named in its first folder, then hard-linked into the others;
+  where the file system has no hard links, each other folder gets a copy of the first,
+  made the same way (hashed, checked against the photo's SHA-256, never overwriting).
+- The manifest lists it once: `label` and `score` are its best label's, `labels` those it
+  was given (space-separated, best first; empty for an untagged photo), and `copies` every
+  name relative to DEST, the one `destination` names first.
+- `--move` removes a source only once every name of its copy is verified (a name that is
+  a hard link of one verified already counts as verified) and the folders holding them are
+  fsynced, DEST's first.
+- Recovery looks for orphans in the label folders and `untagged/` too. A run killed while
+  naming a copy leaves some of its names: the next adopts one (the others, being the same
+  file, are dropped, never their content) and makes the rest again; a copy a killed run
+  made in another folder without hard links is kept as that folder's name.
+- `--min_score` is refused (each label has its threshold, chosen by train.sh); `--unknown`
+  names a photo `unknown-<label>-<score>.<ext>` in each of its folders.
 """
 
 from __future__ import annotations
@@ -80,6 +101,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from tensorguess.classify.prediction import Prediction, Scorer
+from tensorguess.classify.task import task_of
+from tensorguess.data.dataset import UNTAGGED
 from tensorguess.errors import TensorguessError
 from tensorguess.files import file_digest, folder_lock, make_folder, sync_directory
 from tensorguess.progress import progress_bar
@@ -89,6 +112,9 @@ MANIFEST = "manifest.csv"
 # per copy (each costs a journal commit); a power cut's lost lines are recovered as orphans.
 SYNC_EVERY = 64
 MANIFEST_COLUMNS = ["source", "destination", "label", "score", "sha256"]
+LABELS, COPIES = "labels", "copies"
+# A multi-label model's manifest: the labels given, and every name of the copy.
+MULTI_LABEL_COLUMNS = [LABELS, COPIES]
 UNSURE = "unsure"
 UNKNOWN = "unknown"
 RECOVERED = "recovered"
@@ -125,7 +151,10 @@ class Copied(NamedTuple):
 
 @dataclass
 class SortReport:
-    """What `sort_folder` did: copies made, images skipped (with the reason) and the rest."""
+    """What `sort_folder` did: copies made, images skipped (with the reason) and the rest.
+
+    `placed`, by each copy's `destination`: the labels a multi-label model gave it (None for
+    single-label) and every name of the copy; `columns`, the manifest's own columns."""
 
     copied: list[Copied] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
@@ -134,16 +163,21 @@ class SortReport:
     unknown: int = 0
     moved: int = 0
     manifest: Path | None = None
+    placed: dict[Path, tuple[tuple[str, ...] | None, list[Path]]] = field(default_factory=dict)
+    columns: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
-        """How many images went to each label."""
+        """How many images went to each label (multi-label: to each label's folder, and to
+        `untagged`)."""
         counts: dict[str, int] = {}
         for copy in self.copied:
-            counts[copy.label] = counts.get(copy.label, 0) + 1
+            given, _ = self.placed.get(copy.destination, (None, []))
+            for label in (copy.label,) if given is None else given or (UNTAGGED,):
+                counts[label] = counts.get(label, 0) + 1
         return dict(sorted(counts.items()))
 
     def to_json(self) -> dict:
-        """The report as `sort --json` prints it."""
+        """The report as `sort --json` prints it (multi-label: each copy's labels and names)."""
         return {
             "sorted": [
                 {
@@ -151,6 +185,7 @@ class SortReport:
                     "destination": str(copy.destination),
                     "label": copy.label,
                     "score": copy.score,
+                    **self._placement(copy.destination),
                 }
                 for copy in self.copied
             ],
@@ -161,6 +196,12 @@ class SortReport:
             ],
             "manifest": str(self.manifest),
         }
+
+    def _placement(self, destination: Path) -> dict:
+        given, copies = self.placed.get(destination, (None, []))
+        if given is None:
+            return {}
+        return {"labels": list(given), "copies": [str(copy) for copy in copies]}
 
 
 def safe_name_part(text: str) -> str:
@@ -251,10 +292,14 @@ class FreeNames:
 
     def claim(self, temporary: Path, name: str) -> Path:
         """Give `temporary` the first free name from `name` on; never replace a file."""
+        return self._first_free(name, lambda candidate: _claim(temporary, candidate))
+
+    def _first_free(self, name: str, take) -> Path:
+        """The first of `name`, `stem-1.ext`, ... that `take(candidate)` manages to take."""
         stem, suffix = os.path.splitext(name)
         for attempt in range(self._next.get(name, 0), 1_000_000):
             candidate = self.folder / (name if attempt == 0 else f"{stem}-{attempt}{suffix}")
-            if _claim(temporary, candidate):
+            if take(candidate):
                 self._next[name] = attempt + 1
                 return candidate
         raise TensorguessError(f"{self.folder}: no free name for {name}")
@@ -268,11 +313,38 @@ class FreeNames:
 
     def adopt(self, path: Path, name: str) -> Path:
         """A killed run's copy under a name a fresh copy could have (`name`, or `name` with
-        a count), keeping its own name if that is one already."""
+        a count, in this folder), keeping its own name if that is one already."""
         stem, suffix = os.path.splitext(name)
-        if re.fullmatch(rf"{re.escape(stem)}(?:-\d+)?{re.escape(suffix)}", path.name):
+        if path.parent == self.folder and re.fullmatch(
+            rf"{re.escape(stem)}(?:-\d+)?{re.escape(suffix)}", path.name
+        ):
             return path
         return self.move(path, name)
+
+    def link(self, existing: Path, name: str) -> Path | None:
+        """Give the file `existing` one more name here, a hard link at the first free name
+        from `name` on; None where the file system has no hard links (or refuses this one)."""
+        try:
+            return self._first_free(name, lambda candidate: _link(existing, candidate))
+        except _NoHardLink:
+            return None
+
+
+class _NoHardLink(Exception):
+    """The file system refused a hard link."""
+
+
+def _link(existing: Path, candidate: Path) -> bool:
+    """Link `existing` to the name `candidate` unless that name is taken."""
+    try:
+        os.link(existing, candidate)
+    except FileExistsError:
+        return False
+    except OSError as error:
+        if error.errno in _NO_HARD_LINKS:
+            raise _NoHardLink from None
+        raise
+    return True
 
 
 def copy_without_overwriting(
@@ -281,14 +353,16 @@ def copy_without_overwriting(
     name: str,
     digest: str | None = None,
     listed: Fingerprint | None = None,
+    scratch: Path | None = None,
 ) -> CopyMade:
     """Copy `source` into the folder of `names` as `name`, or `stem-1.ext`... if taken.
 
     The bytes are hashed as they are written (one read of the source, none of the copy).
     With `digest`, they must have that SHA-256; with `listed`, the source must still have
-    that fingerprint once read; otherwise `SourceChanged`, and no copy is left.
+    that fingerprint once read; otherwise `SourceChanged`, and no copy is left. The copy is
+    written under a temporary name in `scratch` (default: the folder of `names`).
     """
-    handle, temporary_name = tempfile.mkstemp(prefix=_TEMPORARY, dir=names.folder)
+    handle, temporary_name = tempfile.mkstemp(prefix=_TEMPORARY, dir=scratch or names.folder)
     temporary = Path(temporary_name)
     try:
         hashed = hashlib.sha256()
@@ -310,13 +384,9 @@ def copy_without_overwriting(
 def _claim(temporary: Path, candidate: Path) -> bool:
     """Give `temporary` the name `candidate` unless that name is taken; never replace."""
     try:
-        os.link(temporary, candidate)
-        return True
-    except FileExistsError:
-        return False
-    except OSError as error:
-        if error.errno not in _NO_HARD_LINKS:
-            raise
+        return _link(temporary, candidate)
+    except _NoHardLink:
+        pass
     # Reserve the name with an exclusive create, then move the copy over the empty file we
     # own (a kill in between leaves that empty file named like a copy, and the copy under
     # its temporary name: the next run removes the one and adopts the other).
@@ -331,16 +401,22 @@ def _claim(temporary: Path, candidate: Path) -> bool:
 class Manifest:
     """DEST/manifest.csv: source, destination, label, score, sha256, then one column per label.
 
+    A multi-label model's has two more before the scores (`MULTI_LABEL_COLUMNS`): `labels`,
+    those given, separated by spaces (none for an untagged photo), and `copies`, every name
+    of the copy relative to DEST, separated by spaces, the one `destination` names first
+    (`label` and `score` are then the best label's).
+
     A DEST may hold manifests of several models: a model appends to the one whose header
     matches its labels, and starts `manifest-1.csv`, `-2`, ... otherwise. Its own manifest
     is read once per run; the others only when DEST holds files it does not list.
     """
 
-    def __init__(self, destination: Path, labels: Sequence[str]):
-        self.header = [*MANIFEST_COLUMNS, *labels]
+    def __init__(self, destination: Path, labels: Sequence[str], columns: Sequence[str] = ()):
+        self.header = [*MANIFEST_COLUMNS, *columns, *labels]
         self.destination = destination
         self.path = self._free_path(destination)
-        self.sorted: dict[tuple[str, str], str] = {}  # (source, sha256) -> its copy's name
+        # (source, sha256) -> the names of its copy, relative to DEST
+        self.sorted: dict[tuple[str, str], tuple[str, ...]] = {}
         self.sources: set[str] = set()
         self.listed = Listing()
         self.unsynced = 0
@@ -366,9 +442,9 @@ class Manifest:
 
     def _read_sorted(self) -> None:
         for row in _rows(self.path):
-            name = self.listed.add(row)
+            names = self.listed.add(row)
             if len(row) == len(self.header) and row != self.header:
-                self.sorted[(row[0], row[4])] = name
+                self.sorted[(row[0], row[4])] = names
                 self.sources.add(row[0])
 
     def lists(self, source: str) -> bool:
@@ -377,8 +453,12 @@ class Manifest:
 
     def sorted_copy(self, source: str, digest: str) -> Path | None:
         """Where this source (its resolved path) with this content was put, if it was."""
-        name = self.sorted.get((source, digest))
-        return None if name is None else self.destination / name
+        names = self.sorted.get((source, digest))
+        return None if not names else self.destination / names[0]
+
+    def sorted_copies(self, source: str, digest: str) -> list[Path]:
+        """Every name of the copy of this source with this content (none if not sorted)."""
+        return [self.destination / name for name in self.sorted.get((source, digest), ())]
 
     def others(self) -> Listing:
         """What the other manifests of DEST (other models') list."""
@@ -390,10 +470,16 @@ class Manifest:
         return listing
 
     def add(
-        self, source: Path, destination: Path, label: str, digest: str, scores: Sequence[float]
+        self,
+        source: Path,
+        destination: Path,
+        label: str,
+        digest: str,
+        scores: Sequence[float],
+        columns: Sequence[str] = (),
     ) -> None:
         """Append one complete line and flush it, so a killed run keeps what it did
-        (`sync` puts it on disk)."""
+        (`sync` puts it on disk); `columns`: the values of the header's own columns."""
         best = max(scores)
         row = [
             str(source.resolve()),
@@ -401,6 +487,7 @@ class Manifest:
             label,
             f"{best:.5f}",
             digest,
+            *columns,
             *(f"{s:.5f}" for s in scores),
         ]
         self._writer.writerow(row)
@@ -424,21 +511,30 @@ class Manifest:
 
 @dataclass
 class Listing:
-    """The copies some manifest lists: their names in DEST, and a name for each content."""
+    """The copies some manifest lists: their names relative to DEST (`elsa-0.99636.jpg`,
+    `shirt/shirt-0.93412.jpg`), and a name for each content."""
 
     names: set[str] = field(default_factory=set)
     copies: dict[str, str] = field(default_factory=dict)  # sha256 -> name
+    _copies_column: int | None = None  # of the manifest being read (its header says)
 
-    def add(self, row: list[str]) -> str:
+    def add(self, row: list[str]) -> tuple[str, ...]:
         """Count one manifest line in (the header and cut lines too: harmless); its copy's
-        name. String operations alone: a large manifest has a hundred thousand lines."""
+        names, the one `destination` names first. String operations alone: a large
+        manifest has a hundred thousand lines."""
+        if row[: len(MANIFEST_COLUMNS)] == MANIFEST_COLUMNS:
+            self._copies_column = row.index(COPIES) if COPIES in row else None
         if len(row) < 2:
-            return ""
-        name = os.path.basename(row[1])
-        self.names.add(name)
-        if len(row) > 4:
-            self.copies.setdefault(row[4], name)
-        return name
+            return ()
+        column = self._copies_column
+        if column is not None and len(row) > column:
+            names = tuple(row[column].split())
+        else:
+            names = (os.path.basename(row[1]),)
+        self.names.update(names)
+        if len(row) > 4 and names:
+            self.copies.setdefault(row[4], names[0])
+        return names
 
 
 def _drop_cut_line(path: Path) -> None:
@@ -484,13 +580,23 @@ def _header(path: Path) -> list[str] | None:
     return next(iter(_rows(path)), None)
 
 
-def remove_verified_source(source: Path, copy: Path, digest: str, listed: Fingerprint) -> str:
-    """Delete `source` once its copy is verified; the reason it stays, or "" when removed."""
+def remove_verified_source(
+    source: Path, copy: Path, digest: str, listed: Fingerprint, others: Sequence[Path] = ()
+) -> str:
+    """Delete `source` once its copy is verified (and the `others` names of it: each another
+    name of the same file, or a copy verified likewise); the reason it stays, or "" when
+    removed."""
     try:
         if Fingerprint.of(source.stat()) != listed:
             return "changed since it was copied; left in SRC"
-        if copy.stat().st_size != listed.size or file_digest(copy) != digest:
-            return f"its copy {copy.name} does not match it; left in SRC"
+        verified: set[tuple[int, int]] = set()
+        for each in (copy, *others):
+            status = each.stat()
+            if (status.st_dev, status.st_ino) in verified:
+                continue  # a hard link of a copy verified already: the same bytes
+            if status.st_size != listed.size or file_digest(each) != digest:
+                return f"its copy {each.name} does not match it; left in SRC"
+            verified.add((status.st_dev, status.st_ino))
         source.unlink()
     except OSError as error:
         return f"could not be removed after copying ({error.strerror or error})"
@@ -509,9 +615,16 @@ def sort_folder(
     """Classify every image in `source` and copy (or `move`) it into `destination`.
 
     Images whose best score is under `min_score` are named `unsure-<label>-<score>.<ext>`;
-    with `unknown`, those unlike every training photo `unknown-<label>-<score>.<ext>`.
+    with `unknown`, those unlike every training photo `unknown-<label>-<score>.<ext>`. A
+    multi-label model's copies go into a folder per label (the module says how).
     """
     source, destination = Path(source), Path(destination)
+    task = task_of(classifier)
+    if min_score and task.multi_label:
+        raise TensorguessError(
+            f"{classifier.graph_path}: --min_score is for single-label models; a multi-label "
+            "model gives each photo the labels over their own thresholds (tensorguess.json)"
+        )
     if unknown and classifier.novelty_threshold is None:
         raise TensorguessError(
             f"{classifier.graph_path}: this model has no novelty score (an old tool's graph, "
@@ -527,8 +640,10 @@ def sort_folder(
     make_folder(destination)
     report = SortReport(skipped=skipped)
     with folder_lock(destination, "sort"):
-        manifest = Manifest(destination, classifier.labels)
+        columns = MULTI_LABEL_COLUMNS if task.multi_label else []
+        manifest = Manifest(destination, classifier.labels, columns)
         report.manifest = manifest.path
+        report.columns = columns
         try:
             run = _SortRun(classifier, manifest, report, move, min_score, unknown)
             todo = run.take_stock(files)
@@ -543,11 +658,14 @@ def sort_folder(
 
 
 class _Naming(NamedTuple):
-    """How a prediction names its copy."""
+    """How a prediction names its copy: its best label and score (the manifest's), its
+    places ((folder of DEST or "", name): the copy's, then its other names'), the labels a
+    multi-label model gives it (None for single-label)."""
 
     label: str
     score: float
-    name: str
+    places: list[tuple[str, str]]
+    labels: tuple[str, ...] | None
     unsure: bool
     unknown: bool
 
@@ -591,12 +709,24 @@ class _SortRun:
         self.move = move
         self.min_score = min_score
         self.unknown = unknown
-        self.names = FreeNames(self.destination)
+        self.task = task_of(classifier)
+        self.folders: dict[str, FreeNames] = {"": FreeNames(self.destination)}
         self.sources: dict[Path, _Source] = {}
         self.leftovers = _Leftovers()
         self.others = Listing()  # what the other manifests list, read when needed
-        # Listed since the last fsyncs, waiting for them: (source, copy).
-        self.settling: list[tuple[Path, Path]] = []
+        # Listed since the last fsyncs, waiting for them: (source, every name of its copy).
+        self.settling: list[tuple[Path, list[Path]]] = []
+
+    def _names(self, folder: str) -> FreeNames:
+        """The free names of a folder of DEST ("": DEST itself), made when first needed."""
+        if folder not in self.folders:
+            make_folder(self.destination / folder)
+            self.folders[folder] = FreeNames(self.destination / folder)
+        return self.folders[folder]
+
+    def _relative(self, path: Path) -> str:
+        """`path`'s name as manifests list it: relative to DEST."""
+        return path.relative_to(self.destination).as_posix()
 
     def _skip(self, path: Path, reason: str) -> None:
         self.report.skipped.append((path, reason))
@@ -625,11 +755,11 @@ class _SortRun:
                 continue
             if not self._hash(path):
                 continue
-            earlier = self.manifest.sorted_copy(str(source.resolved), str(source.digest))
-            if earlier is None:
+            earlier = self.manifest.sorted_copies(str(source.resolved), str(source.digest))
+            if not earlier:
                 todo.append(path)  # changed since it was sorted
                 continue
-            self.report.already_sorted.append((path, earlier))
+            self.report.already_sorted.append((path, earlier[0]))
             if self.move:  # a killed --move run copied it but did not get to remove it
                 self.settling.append((path, earlier))
         return todo
@@ -639,15 +769,21 @@ class _SortRun:
         sources still to sort, all hashed when there was anything to sort out."""
         entries = sorted(self.destination.iterdir())
         temporaries = [entry for entry in entries if entry.name.startswith(_TEMPORARY)]
+        for folder in self.task.folders(self.classifier.labels):
+            if (self.destination / safe_name_part(folder)).is_dir():
+                entries += sorted((self.destination / safe_name_part(folder)).iterdir())
         ours = _copy_name_pattern(self.classifier.labels)
         unlisted = [
             entry
             for entry in entries
-            if ours.fullmatch(entry.name) and entry.name not in self.manifest.listed.names
+            if ours.fullmatch(entry.name)
+            and self._relative(entry) not in self.manifest.listed.names
         ]
         if unlisted or temporaries:
             self.others = self.manifest.others()
-            unlisted = [entry for entry in unlisted if entry.name not in self.others.names]
+            unlisted = [
+                entry for entry in unlisted if self._relative(entry) not in self.others.names
+            ]
         if not unlisted and not temporaries:
             return todo
         todo = [path for path in todo if self.sources[path].digest or self._hash(path)]
@@ -722,20 +858,71 @@ class _SortRun:
                     self.settle()
 
     def _naming(self, prediction: Prediction, suffix: str) -> _Naming:
+        assert prediction.scores is not None
         label, score = prediction.ranked(self.classifier.labels, 1)[0]
         unknown = self.unknown and bool(prediction.unknown)
         unsure = score < self.min_score and not unknown
-        name = sorted_name(label, score, suffix, unsure, unknown)
-        return _Naming(label, score, name, unsure, unknown)
+        places = [
+            (
+                safe_name_part(place.folder) if place.folder else "",
+                sorted_name(place.label, place.score, suffix, unsure, unknown),
+            )
+            for place in self.task.places(prediction.scores, self.classifier.labels)
+        ]
+        return _Naming(label, score, places, prediction.labels, unsure, unknown)
 
     def _list(
-        self, source: Path, copy: Path, naming: _Naming, digest: str, prediction: Prediction
+        self,
+        source: Path,
+        copies: list[Path],
+        naming: _Naming,
+        digest: str,
+        prediction: Prediction,
     ) -> None:
         assert prediction.scores is not None
-        self.manifest.add(source, copy, naming.label, digest, prediction.scores)
-        self.report.copied.append(Copied(source, copy, naming.label, naming.score))
+        columns = []
+        if self.report.columns:  # multi-label: the labels given, and every name of the copy
+            columns = [
+                " ".join(naming.labels or ()),
+                " ".join(self._relative(copy) for copy in copies),
+            ]
+        self.manifest.add(source, copies[0], naming.label, digest, prediction.scores, columns)
+        self.report.copied.append(Copied(source, copies[0], naming.label, naming.score))
+        self.report.placed[copies[0]] = (naming.labels, copies)
         self.report.unsure += naming.unsure
         self.report.unknown += naming.unknown
+
+    def _place(self, copy: Path, naming: _Naming, digest: str, adopt: bool) -> list[Path]:
+        """Give `copy` (a temporary, or when `adopt` a killed run's copy) its first name, then
+        its other names: every name of the copy, the first first."""
+        (folder, name), *_ = naming.places
+        names = self._names(folder)
+        first = names.adopt(copy, name) if adopt else names.move(copy, name)
+        return [first, *self._other_names(first, naming, digest)]
+
+    def _other_names(self, first: Path, naming: _Naming, digest: str) -> list[Path]:
+        """The copy `first`'s other places (a multi-label photo's other labels): hard links
+        where the file system allows, else copies; a killed run's copy of the same content
+        already in a place is kept as its name there."""
+        made = []
+        for folder, name in naming.places[1:]:
+            names = self._names(folder)
+            orphans = self.leftovers.orphans.get(digest, [])
+            here = [orphan for orphan in orphans if orphan.parent == names.folder]
+            if here:  # copied there by a killed run on a file system without hard links
+                orphans.remove(here[0])
+                made.append(names.adopt(here[0], name))
+                continue
+            linked = names.link(first, name)
+            if linked is None:
+                made.append(
+                    copy_without_overwriting(
+                        first, names, name, digest, scratch=self.destination
+                    ).path
+                )
+            else:
+                made.append(linked)
+        return made
 
     def _sort_one(self, prediction: Prediction) -> None:
         path = prediction.path
@@ -744,12 +931,19 @@ class _SortRun:
         orphans = self.leftovers.orphans.get(str(source.digest))
         try:
             if orphans:  # a killed run's copy of this very content: adopted, nothing copied
-                adopted = self.names.adopt(orphans.pop(0), naming.name)
-                copied = CopyMade(adopted, str(source.digest))
+                copies = self._place(orphans.pop(0), naming, str(source.digest), adopt=True)
             else:
+                (folder, name), *_ = naming.places
                 copied = copy_without_overwriting(
-                    path, self.names, naming.name, source.digest, source.fingerprint
+                    path,
+                    self._names(folder),
+                    name,
+                    source.digest,
+                    source.fingerprint,
+                    scratch=self.destination,
                 )
+                source.digest = copied.digest
+                copies = [copied.path, *self._other_names(copied.path, naming, copied.digest)]
         except SourceChanged:
             self._skip(path, "changed while it was copied; run again")
             return
@@ -758,10 +952,9 @@ class _SortRun:
                 f"{self.destination}: cannot write the copy of {path.name} "
                 f"({error.strerror or error}); nothing is lost: fix that and run again"
             ) from None
-        source.digest = copied.digest
-        self._list(path, copied.path, naming, copied.digest, prediction)
+        self._list(path, copies, naming, str(source.digest), prediction)
         if self.move:
-            self.settling.append((path, copied.path))
+            self.settling.append((path, copies))
 
     def sort_temporaries(self, batch_size: int) -> None:
         """Keep the temporaries of no source as copies of their own: classified, named and
@@ -779,7 +972,8 @@ class _SortRun:
             suffix = _image_suffix(temporary)
             try:
                 if prediction.scores is None:
-                    kept = self.names.move(temporary, f"{RECOVERED}-{digest[:16]}{suffix}")
+                    recovered = f"{RECOVERED}-{digest[:16]}{suffix}"
+                    kept = self.folders[""].move(temporary, recovered)
                     self._skip(
                         temporary,
                         f"a killed run's copy of a photo no longer in SRC, unreadable as an "
@@ -787,29 +981,31 @@ class _SortRun:
                     )
                     continue
                 naming = self._naming(prediction, suffix)
-                kept = self.names.move(temporary, naming.name)
+                copies = self._place(temporary, naming, digest, adopt=False)
             except OSError as error:
                 raise TensorguessError(
                     f"{temporary}: cannot name this copy a killed run left "
                     f"({error.strerror or error}); nothing is lost: fix that and run again"
                 ) from None
-            self._list(temporary, kept, naming, digest, prediction)
+            self._list(temporary, copies, naming, digest, prediction)
 
     def settle(self) -> None:
         """fsync DEST's folder, then the manifest, then do what waited for them: remove the
         sources (--move) listed since, and the half-written temporaries of listed sources."""
         if self.settling or self.manifest.unsynced:
             try:
-                sync_directory(self.destination)
+                for names in self.folders.values():  # DEST first: its label folders' names
+                    sync_directory(names.folder)
                 unsynced = ""
             except OSError as error:
                 unsynced = f"left in SRC: {self.destination} cannot be synced to disk " + (
                     f"({error.strerror or error})"
                 )
             self.manifest.sync(always=bool(self.settling))
-            for path, copy in self.settling:
+            for path, (copy, *others) in self.settling:
+                source = self.sources[path]
                 reason = unsynced or remove_verified_source(
-                    path, copy, str(self.sources[path].digest), self.sources[path].fingerprint
+                    path, copy, str(source.digest), source.fingerprint, others
                 )
                 if reason:
                     self._skip(path, reason)

@@ -30,7 +30,13 @@ EPILOG = """example (superheroes' 25 test photos, filed by label):
 
 LABELLED_DIR holds one folder per label, named as in retrained_labels.txt (one label is
 enough). Misclassified photos are listed after the table, with the guessed label's score and
-the true one's; a label with no photos shows a dash."""
+the true one's; a label with no photos shows a dash.
+
+A multi-label model is measured on LABELLED_DIR/labels.csv (image,labels; image relative to
+LABELLED_DIR) when there is one, else on its label folders (a photo in each folder of its
+labels, untagged/ for none): micro-F1, mAP, exact match, macro-F1, each label's precision,
+recall, F1, average precision and threshold, and the photos with a label wrong, worst first
+(docs/multilabel.md)."""
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
@@ -71,18 +77,27 @@ def run(args: argparse.Namespace) -> int:
     say = output(args.json)
     for line in summary_lines(evaluation):
         say(line)
-    if evaluation.count:
+    if evaluation.count and evaluation.confusion:  # multi-label has none
         say("Confusion matrix (rows: true label, columns: guessed label, in the order above):")
         for label, row in zip(evaluation.labels, evaluation.confusion, strict=True):
             say(f"  {' '.join(f'{count:5d}' for count in row)}  {label}")
     if args.report:
         from tensorguess.quality.explain import report_heat_maps
-        from tensorguess.quality.report import THUMBNAIL_SIZE, write_report
+        from tensorguess.quality.report import THUMBNAIL_SIZE, miss_heat_maps, write_report
 
         facts = [("model", str(classifier.graph_path)), ("photos", str(args.labelled_dir))]
         title = f"tensorguess: {args.labelled_dir.resolve().name}"
         heat = report_heat_maps(classifier, evaluation.mistakes, THUMBNAIL_SIZE, say)
-        write_report(args.report, title, facts, evaluation, save_figures=False, heat=heat)
+        misses = miss_heat_maps(classifier, evaluation.misses, say)
+        write_report(
+            args.report,
+            title,
+            facts,
+            evaluation,
+            save_figures=False,
+            heat=heat,
+            miss_heat=misses,
+        )
         say(f"Report: {args.report}")
     print_skipped(evaluation.skipped, say)
     if args.json:

@@ -19,10 +19,19 @@ from tensorguess.cli.common import (
 NAME = "guess"
 # Said after the best label of a photo whose novelty score is past the model's threshold.
 UNKNOWN_LINE = "(unlike every training photo)"
+# Said after the lines of a multi-label model's photo that gets no label.
+NO_LABEL_LINE = "(no label over its threshold)"
 EPILOG = """example:
   {prog} ./tf_files photo.jpg
   elsa (score = 0.99636)
   darth_vader (score = 0.00364)
+
+A multi-label model (docs/multilabel.md) scores each label on its own, and marks the
+labels it gives the photo, those over their thresholds (chosen by train.sh); --json gives
+them as "labels":
+  shirt (score = 0.93412) over threshold 0.41
+  striped (score = 0.81234) over threshold 0.37
+  dress (score = 0.04051)
 
 A photo unlike every training photo (its novelty score past the threshold train.sh
 calibrated) gets the line "(unlike every training photo)" after its best label; --json
@@ -93,10 +102,17 @@ def run(args: argparse.Namespace) -> int:
         if not args.json:
             if len(args.images) > 1:
                 print(f"{prediction.path}:")
+            given = set(prediction.labels or ())
+            thresholds = classifier.task.threshold_array(len(classifier.labels))
             for rank, (label, score) in enumerate(prediction.ranked(classifier.labels, args.top_k)):
-                print(f"{label} (score = {score:.5f})")
+                mark = ""
+                if label in given and thresholds is not None:
+                    mark = f" over threshold {thresholds[classifier.labels.index(label)]:.2f}"
+                print(f"{label} (score = {score:.5f}){mark}")
                 if rank == 0 and prediction.unknown:
                     print(UNKNOWN_LINE)
+            if prediction.labels == ():
+                print(NO_LABEL_LINE)
             if explained:
                 print(f"(heat map of {explained['heatmap_label']}: {explained['heatmap_overlay']})")
     if args.json:

@@ -32,7 +32,12 @@ copies ~/unsorted/IMG_0001.jpg to ~/sorted/elsa-0.99636.jpg (never overwriting:
 a taken name gets -1, -2, ...) and writes ~/sorted/manifest.csv. SRC is only read
 (unless --move). Run it again after new photos arrive, or after an interrupted run:
 what the manifest lists is not sorted twice. With --ray, Ray workers classify (SRC on
-storage every node shares) and this machine copies, with the same guarantees."""
+storage every node shares) and this machine copies, with the same guarantees.
+
+A multi-label model (docs/multilabel.md) puts each photo in the folder of every label it
+gives it, ~/sorted/<label>/<label>-<score>.jpg (one copy, hard-linked into each folder, or
+copied where the file system has no hard links), and a photo with none in
+~/sorted/untagged/; manifest.csv lists each photo once, with its labels and every name."""
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
@@ -68,7 +73,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
         type=score,
         default=0.0,
         help="name images whose best score is under this unsure-<label>-<score>.<ext> "
-        "(0-1, default 0)",
+        "(0-1, default 0; single-label models)",
     )
     sort.add_argument(
         "--unknown",

@@ -27,6 +27,13 @@ EPILOG = """examples:
   {prog} ./tf_files --preset best --summaries_dir /tmp/tensorboard
   {prog} ./tf_files --export tflite,tflite-int8    # then the files for phones
   {prog} ./tf_files --ray 10.0.0.5:6379   # features computed on a Ray cluster
+  {prog} ./tf_files --multi_label  # a photo in several data/<label>/ folders has each label
+
+multi-label (any number of labels per photo, none included): TF_FILES/labels.csv with the
+header image,labels (image: a path under data/; labels separated by spaces; an empty cell
+for a photo with none), or --multi_label with each photo in the folder of every label it
+has (data/untagged/ for none). The log's first line says which mode it trains in and why.
+docs/multilabel.md.
 
 writes into TF_FILES: retrained_graph.pb, retrained_labels.txt, saved_model/,
 tensorguess.json, report.html (with training_curves.png and confusion_matrix.png), and

@@ -42,14 +42,17 @@ class Exported:
     test_accuracy: float | None = None
     float32_test_accuracy: float | None = None
     test_count: int = 0
+    figure: str = "accuracy"  # what the two test figures are: accuracy, or micro-F1
 
     def describe(self) -> str:
-        """`model_int8.tflite (4.0 MB; test accuracy 97.1%, float32 97.6%, N=206)`."""
+        """`model_int8.tflite (4.0 MB; test accuracy 97.1%, float32 97.6%, N=206)`
+        (multi-label: `test micro-F1 0.912, float32 0.915`)."""
         text = f"{printable(self.path)} ({self.bytes / 1e6:.1f} MB"
         if self.test_accuracy is not None:
+            shown = "{:.1%}" if self.figure == "accuracy" else "{:.3f}"
             text += (
-                f"; test accuracy {self.test_accuracy:.1%}, float32 "
-                f"{self.float32_test_accuracy:.1%}, N={self.test_count}"
+                f"; test {self.figure} {shown.format(self.test_accuracy)}, float32 "
+                f"{shown.format(self.float32_test_accuracy)}, N={self.test_count}"
             )
         elif self.format in QUANTISED:
             text += "; no test photos in TF_FILES/data to measure its accuracy on"
@@ -227,9 +230,10 @@ class _Job:
         if self._float32_accuracy is None:
             engine = resolved_engine(None, F32_PRECISION)
             reference = load_classifier(self.model.tf_files, engine=engine)
-            self._float32_accuracy = evaluate_images(reference, self.photos.test).accuracy
+            self._float32_accuracy = evaluate_images(reference, self.photos.test).headline[1]
         quantised = evaluate_images(ExportedClassifier(built), self.photos.test)
-        exported.test_accuracy, exported.test_count = quantised.accuracy, quantised.count
+        exported.figure, exported.test_accuracy = quantised.headline
+        exported.test_count = quantised.count
         exported.float32_test_accuracy = self._float32_accuracy
 
 

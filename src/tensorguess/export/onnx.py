@@ -3,6 +3,9 @@
 Converted by tf2onnx from the frozen graph's pixel part, opset 17. The input takes RGB pixels
 0-255 as uint8, like the TFLite files, and the model normalises inside, so
 `metadata_props["normalization"]` is the identity; `labels` is a JSON list in output order.
+A multi-label model's scores are a sigmoid per label, and it has two more properties:
+`task` ("multi-label") and `thresholds` (a JSON list in output order: a label is given when
+its score is at or over its threshold).
 """
 
 from __future__ import annotations
@@ -50,6 +53,14 @@ def onnx_model(model: TrainedModel) -> bytes:
         f"{size}x{size}; the model normalises inside",
         "output": "softmax scores [batch, labels], in the order of `labels`",
     }
+    thresholds = model.task.threshold_array(len(model.labels))
+    if thresholds is not None:
+        properties.update(
+            output="sigmoid scores [batch, labels], each label's own probability, in the order "
+            "of `labels`; a label is given when its score is at or over its threshold",
+            task=model.task.name,
+            thresholds=json.dumps([float(value) for value in thresholds]),
+        )
     del proto.metadata_props[:]
     for key, value in properties.items():
         entry = proto.metadata_props.add()

@@ -11,6 +11,10 @@ Signatures:
   encoded photo in the feature `image` -> `classes` and `scores`, as TF Serving's `:classify`
   REST call and gRPC Classify expect.
 
+A multi-label model's `scores` are a sigmoid per label, and `serving_default` also answers
+`over_threshold` (bool [B, N]): the labels the model gives each photo, those at or over their
+thresholds, as guess.sh marks them.
+
 Decoding happens inside, in TensorFlow ops that make the pixels `images.load_pixels`
 makes (Pillow's, which guess.sh and training use), so a served photo gets guess.sh's scores:
 a JPEG is decoded at the DCT scale Pillow's `draft` picks, with libjpeg's accurate IDCT,
@@ -95,15 +99,19 @@ def _build(folder: Path, model: TrainedModel) -> None:
         )
         scores = tf.identity(scores, name="scores")
         classes = tf.tile(tf.constant([model.labels]), [tf.shape(scores)[0], 1], name="classes")
+        outputs = {"scores": scores, "classes": classes}
+        thresholds = model.task.threshold_array(len(model.labels))
+        if thresholds is not None:
+            outputs["over_threshold"] = tf.greater_equal(
+                scores, tf.constant(thresholds, tf.float32), name="over_threshold"
+            )
         save_graph_signatures(
             folder,
             {
                 "serving_default": tf1.saved_model.predict_signature_def(
-                    {"images": images}, {"scores": scores, "classes": classes}
+                    {"images": images}, outputs
                 ),
-                "classify": tf1.saved_model.classification_signature_def(
-                    examples, classes, scores
-                ),
+                "classify": tf1.saved_model.classification_signature_def(examples, classes, scores),
             },
         )
 

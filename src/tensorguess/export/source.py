@@ -3,6 +3,8 @@
 Every format is converted from the frozen graph's pixel part (`input_pixels` ->
 `final_result`), whose weights are constants. The photos in TF_FILES/data serve twice:
 the training split calibrates int8 models, the test split measures what quantising cost.
+A multi-label model (its graph names its task) is read with its thresholds, and its photos
+with their labels (TF_FILES/labels.csv, or the label folders each photo is in).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from tensorguess.classify.model_reader import (
     read_labels,
     read_model_bytes,
 )
+from tensorguess.classify.task import SINGLE, TASK_NODE, Task, task_named, thresholds_of
 from tensorguess.data.dataset import (
+    LABELS_CSV,
     TEST,
     TESTING_PERCENTAGE,
     TRAIN,
@@ -46,6 +50,7 @@ class TrainedModel:
     image_size: int
     # tensorguess.json when it describes this very graph, else empty.
     metadata: dict = field(default_factory=dict)
+    task: Task = SINGLE
     _reference: object = field(default=None, repr=False)
 
     def pixel_function(self, batch: int | None, dtype: str = "float32"):
@@ -87,11 +92,19 @@ class TrainedModel:
         """One sentence on what the model does, for the metadata of the exported files."""
         shown = ", ".join(self.labels[:20]) + (", ..." if len(self.labels) > 20 else "")
         text = f"Labels a photo as one of {len(self.labels)}: {shown}."
+        if self.task.multi_label:
+            text = (
+                f"Gives a photo any of {len(self.labels)} labels (none included), each with "
+                f"its own score: {shown}."
+            )
         backbone = self.metadata.get("backbone")
         if backbone:
             text += f" Retrained {backbone} (tensorguess)"
             accuracy, count = self.metadata.get("test_accuracy"), self.metadata.get("test_count")
-            if accuracy is not None and count:
+            micro_f1 = self.metadata.get("test_micro_f1")
+            if self.task.multi_label and micro_f1 is not None and count:
+                text += f", micro-F1 {micro_f1:.3f} on {count} test photos"
+            elif accuracy is not None and count:
                 text += f", {accuracy:.1%} on {count} test photos"
             text += "."
         return text
@@ -116,7 +129,12 @@ def read_trained_model(tf_files: Path) -> TrainedModel:
         )
     dims = [dim.size for dim in nodes[INPUT_PIXELS].attr["shape"].shape.dim]
     metadata = graph_metadata(graph_path, hashlib.sha256(data).hexdigest())
-    model = TrainedModel(tf_files, graph_def, labels, dims[1], metadata)
+    task_node = nodes.get(TASK_NODE)
+    task = task_named(
+        task_node.attr["value"].tensor.string_val[0].decode() if task_node else None,
+        thresholds_of(metadata, labels),
+    )
+    model = TrainedModel(tf_files, graph_def, labels, dims[1], metadata, task)
     classes = model.reference_scores(np.zeros((1, dims[1], dims[2], 3), np.uint8)).shape[-1]
     if classes != len(labels):
         raise TensorguessError(
@@ -128,10 +146,11 @@ def read_trained_model(tf_files: Path) -> TrainedModel:
 
 @dataclass
 class Photos:
-    """TF_FILES/data's photos by the split training gave them: calibration and test photos."""
+    """TF_FILES/data's photos by the split training gave them: calibration and test photos
+    (with their true label, or labels for a multi-label model)."""
 
     calibration: list[LabelledImage]
-    test: list[tuple[Path, str]]
+    test: list[tuple[Path, str | tuple[str, ...]]]
 
 
 def model_photos(model: TrainedModel, calibration_photos: int = CALIBRATION_PHOTOS) -> Photos:
@@ -144,26 +163,34 @@ def model_photos(model: TrainedModel, calibration_photos: int = CALIBRATION_PHOT
     data = model.tf_files / "data"
     if not data.is_dir():
         return Photos([], [])
+    multi_label = model.task.multi_label
     try:
         scan = scan_data(
             data,
             model.metadata.get("validation_percentage", VALIDATION_PERCENTAGE),
             model.metadata.get("testing_percentage", TESTING_PERCENTAGE),
             least_labels=1,
+            multi_label=multi_label,
+            labels_csv=model.tf_files / LABELS_CSV,
         )
     except TensorguessError:
         return Photos([], [])
     known = set(model.labels)
+    usable = [image for image in scan.images if set(image.labels or ()) <= known]
     by_label: dict[str, list[LabelledImage]] = {}
-    for image in scan.split(TRAIN):
-        if image.label in known:
+    for image in usable:
+        if image.split == TRAIN:  # grouped by the first label (multi-label: maybe none)
             by_label.setdefault(image.label, []).append(image)
     # Round-robin over the labels, each in digest order (stable, and unrelated to file names).
     queues = [sorted(images, key=lambda image: image.digest) for images in by_label.values()]
     calibration: list[LabelledImage] = []
     for rank in range(max(map(len, queues), default=0)):
         calibration += [queue[rank] for queue in queues if rank < len(queue)]
-    test = [(image.path, image.label) for image in scan.split(TEST) if image.label in known]
+    test = [
+        (image.path, image.labels if multi_label else image.label)
+        for image in usable
+        if image.split == TEST
+    ]
     return Photos(calibration[:calibration_photos], test)
 
 

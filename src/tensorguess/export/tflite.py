@@ -77,7 +77,8 @@ def tflite_model(
 
 def metadata_for(model: TrainedModel, precision: str) -> ClassifierMetadata:
     """What the .tflite's metadata says: name, description, version (when it was trained),
-    labels and input size."""
+    labels and input size, and a multi-label model's thresholds."""
+    thresholds = model.task.threshold_array(len(model.labels))
     return ClassifierMetadata(
         name=f"tensorguess {model.tf_files.resolve().name} ({precision})",
         description=model.describe(),
@@ -85,6 +86,7 @@ def metadata_for(model: TrainedModel, precision: str) -> ClassifierMetadata:
         author=f"tensorguess {__version__}",
         labels=model.labels,
         image_size=model.image_size,
+        thresholds=() if thresholds is None else tuple(map(float, thresholds)),
     )
 
 

@@ -12,18 +12,30 @@ package (a TensorFlow dependency), slot numbers from `metadata_schema.fbs`, and 
 model with TensorFlow's own generated `schema_py_generated` classes. tests/test_export.py
 reads the result back with MediaPipe's generated classes and loads it in MediaPipe's
 ImageClassifier, so a slot written wrong would fail there.
+
+A multi-label model's scores are sigmoids, one per label, each with its own threshold.
+MediaPipe's ImageClassifier applies no activation of its own: it reads the output as the
+scores, optionally passes each through the sigmoid its metadata's `ScoreCalibrationOptions`
+describe (one line "scale,slope,offset" per label in an associated file of type
+TENSOR_AXIS_SCORE_CALIBRATION), then drops the results under one global threshold
+(`ScoreThresholdingOptions`, which an app's own `score_threshold` overrides). So each
+label's score is calibrated with INVERSE_LOGISTIC, scale 1, slope 1 and offset
+-logit(threshold): its calibrated score is sigmoid(logit(score) - logit(threshold)), 0.5
+exactly at the label's threshold, and the global threshold is 0.5: MediaPipe then returns
+just the labels guess.sh gives, with scores that say how far over their thresholds they are.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import zipfile
 from dataclasses import dataclass, field
 
 import flatbuffers
 import numpy as np
 
-from tensorguess.classify.exported import PACKED_LABELS_FILE
+from tensorguess.classify.exported import PACKED_CALIBRATION_FILE, PACKED_LABELS_FILE
 
 METADATA_NAME = "TFLITE_METADATA"
 METADATA_IDENTIFIER = b"M001"
@@ -37,7 +49,15 @@ _COLOR_SPACE_RGB = 1
 _CONTENT_FEATURE_PROPERTIES = 1
 _CONTENT_IMAGE_PROPERTIES = 2
 _PROCESS_UNIT_NORMALIZATION = 1
+_PROCESS_UNIT_SCORE_CALIBRATION = 2
+_PROCESS_UNIT_SCORE_THRESHOLDING = 3
 _FILE_TENSOR_AXIS_LABELS = 2
+_FILE_TENSOR_AXIS_SCORE_CALIBRATION = 4
+_SCORE_TRANSFORMATION_INVERSE_LOGISTIC = 2
+# A multi-label label's threshold, once calibrated (see above).
+CALIBRATED_THRESHOLD = 0.5
+# Thresholds are kept this far from 0 and 1, whose log-odds are infinite.
+_THRESHOLD_MARGIN = 1e-6
 
 
 @dataclass(frozen=True)
@@ -52,6 +72,13 @@ class UInt:
     """A uint32 scalar field."""
 
     value: int
+
+
+@dataclass(frozen=True)
+class Float:
+    """A float32 scalar field."""
+
+    value: float
 
 
 @dataclass(frozen=True)
@@ -94,6 +121,8 @@ def _build(builder: flatbuffers.Builder, table: Table) -> int:
             builder.PrependUint8Slot(slot, value.value, 0)
         elif isinstance(value, UInt):
             builder.PrependUint32Slot(slot, value.value, 0)
+        elif isinstance(value, Float):
+            builder.PrependFloat32Slot(slot, value.value, 0.0)
         else:
             builder.PrependUOffsetTRelativeSlot(slot, references[slot], 0)
     return builder.EndObject()
@@ -113,6 +142,18 @@ class ClassifierMetadata:
     # model, so the identity (0, 1): the input is RGB pixels from 0 to 255.
     mean: float = 0.0
     std: float = 1.0
+    # A multi-label model's thresholds, in the order of the labels; () for single-label.
+    thresholds: tuple[float, ...] = ()
+
+    def calibration(self) -> str:
+        """The score calibration file of a multi-label model: "scale,slope,offset" a label.
+
+        No newline after the last: MediaPipe reads an empty last line as one more label's."""
+        lines = []
+        for threshold in self.thresholds:
+            kept = min(max(threshold, _THRESHOLD_MARGIN), 1 - _THRESHOLD_MARGIN)
+            lines.append(f"1.0,1.0,{-math.log(kept / (1 - kept))!r}")
+        return "\n".join(lines)
 
 
 def metadata_buffer(info: ClassifierMetadata) -> bytes:
@@ -146,23 +187,52 @@ def metadata_buffer(info: ClassifierMetadata) -> bytes:
             5: Table({0: Floats((255.0,)), 1: Floats((0.0,))}),
         }
     )
+    labels_file = Table(
+        {
+            0: PACKED_LABELS_FILE,
+            1: "One label per line, in the order of the scores.",
+            2: Byte(_FILE_TENSOR_AXIS_LABELS),
+        }
+    )
     scores = Table(
         {
             0: "probability",
             1: "The probability of each label, in the order of the labels file.",
             3: Table({0: Byte(_CONTENT_FEATURE_PROPERTIES), 1: Table({})}),
             5: Table({0: Floats((1.0,)), 1: Floats((0.0,))}),
-            6: [
-                Table(
-                    {
-                        0: PACKED_LABELS_FILE,
-                        1: "One label per line, in the order of the scores.",
-                        2: Byte(_FILE_TENSOR_AXIS_LABELS),
-                    }
-                )
-            ],
+            6: [labels_file],
         }
     )
+    if info.thresholds:
+        scores.fields[1] = (
+            "Each label's own probability (a sigmoid: any number of labels may score high), in "
+            "the order of the labels file; calibrated so that each label's threshold is 0.5."
+        )
+        scores.fields[4] = [
+            Table(
+                {
+                    0: Byte(_PROCESS_UNIT_SCORE_CALIBRATION),
+                    1: Table({0: Byte(_SCORE_TRANSFORMATION_INVERSE_LOGISTIC)}),
+                }
+            ),
+            Table(
+                {
+                    0: Byte(_PROCESS_UNIT_SCORE_THRESHOLDING),
+                    1: Table({0: Float(CALIBRATED_THRESHOLD)}),
+                }
+            ),
+        ]
+        scores.fields[6] = [
+            labels_file,
+            Table(
+                {
+                    0: PACKED_CALIBRATION_FILE,
+                    1: "Each label's score calibration (scale,slope,offset), offset being "
+                    "minus the log-odds of its threshold.",
+                    2: Byte(_FILE_TENSOR_AXIS_SCORE_CALIBRATION),
+                }
+            ),
+        ]
     model = Table(
         {
             0: info.name,
@@ -199,4 +269,6 @@ def with_metadata(model: bytes, info: ClassifierMetadata) -> bytes:
     # what zipfile writes when it appends to a stream that already holds the model.
     with zipfile.ZipFile(archive, "a", zipfile.ZIP_STORED) as packed:
         packed.writestr(PACKED_LABELS_FILE, "".join(f"{label}\n" for label in info.labels))
+        if info.thresholds:
+            packed.writestr(PACKED_CALIBRATION_FILE, info.calibration())
     return archive.getvalue()

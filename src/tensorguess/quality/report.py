@@ -2,7 +2,9 @@
 
 The page is self-contained (figures and thumbnails inlined as data: URIs), so it can be
 mailed or opened from a copied folder. Figures are drawn with matplotlib's object API and
-its Agg canvas: no display and no global pyplot state.
+its Agg canvas: no display and no global pyplot state. A multi-label model's page has a
+precision-recall curve per label instead of the confusion matrix, and its worst misses,
+each with the evidence for the label it got most wrong, instead of misclassified photos.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tensorguess.classify.task import MULTI_LABEL
 from tensorguess.features.backbones import Backbone
 from tensorguess.files import printable, write_bytes_atomic, write_text_atomic
-from tensorguess.quality.evaluate import Evaluation, score_text
+from tensorguess.quality.evaluate import Evaluation, Miss, precision_recall_curve, score_text
 
 if TYPE_CHECKING:
     from tensorguess.quality.doctor import Checkup
@@ -25,6 +28,7 @@ if TYPE_CHECKING:
 
 TRAINING_CURVES_FILE = "training_curves.png"
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
+PRECISION_RECALL_FILE = "precision_recall.png"
 REPORT_FILE = "report.html"
 THUMBNAIL_SIZE = 160
 # A report stays a page, not an archive: beyond this many mistakes only a count is shown.
@@ -45,14 +49,17 @@ def _png(figure) -> bytes:
     return buffer.getvalue()
 
 
-def training_curves_png(history: dict[str, list[float]]) -> bytes:
-    """Cross entropy and accuracy per epoch, train and validation; fine-tuning continues on."""
+def training_curves_png(
+    history: dict[str, list[float]], metric_key: str = "accuracy", metric_name: str = "accuracy"
+) -> bytes:
+    """Cross entropy and accuracy (or the task's figure: `metric_key` in `history`) per epoch,
+    train and validation; fine-tuning continues on."""
     figure = _figure(10, 4)
     loss_axes, accuracy_axes = figure.subplots(1, 2)
     head_epochs = len(history.get("loss", []))
     for axes, key, title in (
         (loss_axes, "loss", "cross entropy"),
-        (accuracy_axes, "accuracy", "accuracy"),
+        (accuracy_axes, metric_key, metric_name),
     ):
         for prefix, name, color in (
             ("", "train", "tab:blue"),
@@ -116,6 +123,38 @@ def confusion_matrix_png(labels: Sequence[str], confusion: Sequence[Sequence[int
     return _png(figure)
 
 
+def precision_recall_png(evaluation: Evaluation) -> bytes:
+    """A multi-label evaluation's precision-recall curve of each label (its average precision
+    in the title, a dot where its threshold puts it), small multiples four to a row."""
+    labels = evaluation.labels
+    columns = min(4, len(labels))
+    rows = -(-len(labels) // columns)
+    figure = _figure(3 * columns, 2.6 * rows)
+    axes_grid = figure.subplots(rows, columns, squeeze=False)
+    assert evaluation.scores is not None and evaluation.truth is not None
+    for index, axes in enumerate(axes_grid.ravel()):
+        if index >= len(labels):
+            axes.set_axis_off()
+            continue
+        row = evaluation.per_label[index]
+        has = evaluation.truth[:, index]
+        if has.any():
+            precision, recall = precision_recall_curve(evaluation.scores[:, index], has)
+            axes.step([0.0, *recall], [precision[0], *precision], where="pre", color="tab:blue")
+            if row.recall is not None and row.precision is not None:
+                axes.plot(row.recall, row.precision, "o", color="tab:orange")
+        axes.set_title(
+            f"{labels[index]} (AP {score_text(row.average_precision)}, N={row.support})",
+            fontsize=9,
+        )
+        axes.set_xlim(0, 1.02)
+        axes.set_ylim(0, 1.02)
+        axes.grid(alpha=0.3)
+        axes.set_xlabel("recall", fontsize=8)
+        axes.set_ylabel("precision", fontsize=8)
+    return _png(figure)
+
+
 def thumbnail_jpeg(path: Path | str, size: int = THUMBNAIL_SIZE) -> bytes | None:
     """A small upright JPEG of a photo, or None when it cannot be read."""
     from PIL import Image, ImageOps
@@ -161,9 +200,11 @@ def render_html(
     figures: Sequence[tuple[str, bytes]],
     checkup: Checkup | None = None,
     heat: dict[str, MistakeHeat] | None = None,
+    miss_heat: dict[str, bytes] | None = None,
 ) -> str:
     """The report page: facts, figures, the per-label table, the misclassified photos (with
-    `heat`, the evidence for the guessed and the true label beside each) and the data
+    `heat`, the evidence for the guessed and the true label beside each; a multi-label
+    model's worst misses, with `miss_heat`, the evidence for their worst label) and the data
     check."""
     escape = html.escape
     parts = [
@@ -180,7 +221,9 @@ def render_html(
             f"<h2>{escape(caption)}</h2>",
             f'<img class="figure" alt="{escape(caption)}" src="{_data_uri("image/png", png)}">',
         ]
-    if evaluation is not None:
+    if evaluation is not None and evaluation.task == MULTI_LABEL:
+        parts += _multi_label_html(evaluation, miss_heat or {})
+    elif evaluation is not None:
         parts += _evaluation_html(evaluation, heat or {})
     if checkup is not None:
         parts += _checkup_html(checkup)
@@ -190,17 +233,7 @@ def render_html(
 
 def _evaluation_html(evaluation: Evaluation, heat: dict[str, MistakeHeat]) -> list[str]:
     escape = html.escape
-    parts = [
-        "<h2>Per label</h2>",
-        "<table><tr><th>label</th><th>precision</th><th>recall</th><th>F1</th><th>photos</th></tr>",
-    ]
-    for row in evaluation.per_label:
-        parts.append(
-            f"<tr><td>{escape(row.label)}</td><td>{score_text(row.precision)}</td>"
-            f"<td>{score_text(row.recall)}</td><td>{score_text(row.f1)}</td>"
-            f"<td>{row.support}</td></tr>"
-        )
-    parts.append("</table>")
+    parts = ["<h2>Per label</h2>", *_per_label_table(evaluation)]
     parts.append(f"<h2>Misclassified photos ({len(evaluation.mistakes)})</h2>")
     if not evaluation.mistakes:
         parts.append("<p>None: every photo got its own label.</p>")
@@ -233,6 +266,105 @@ def _evaluation_html(evaluation: Evaluation, heat: dict[str, MistakeHeat]) -> li
     if len(evaluation.mistakes) > MOST_THUMBNAILS:
         parts.append(f"<p>... and {len(evaluation.mistakes) - MOST_THUMBNAILS} more.</p>")
     return parts
+
+
+def _per_label_table(evaluation: Evaluation) -> list[str]:
+    """The per-label table (multi-label: with average precision and threshold)."""
+    multi_label = evaluation.task == MULTI_LABEL
+    extra = "<th>average precision</th><th>threshold</th>" if multi_label else ""
+    parts = [
+        "<table><tr><th>label</th><th>precision</th><th>recall</th><th>F1</th>"
+        f"{extra}<th>photos</th></tr>"
+    ]
+    for row in evaluation.per_label:
+        figures = ""
+        if multi_label:
+            figures = (
+                f"<td>{score_text(row.average_precision)}</td><td>{score_text(row.threshold)}</td>"
+            )
+        parts.append(
+            f"<tr><td>{html.escape(row.label)}</td><td>{score_text(row.precision)}</td>"
+            f"<td>{score_text(row.recall)}</td><td>{score_text(row.f1)}</td>{figures}"
+            f"<td>{row.support}</td></tr>"
+        )
+    parts.append("</table>")
+    return parts
+
+
+def _multi_label_html(evaluation: Evaluation, heat: dict[str, bytes]) -> list[str]:
+    """A multi-label evaluation: the figures, the per-label table, the worst misses."""
+    parts = [
+        "<h2>Per label</h2>",
+        f"<p>micro-F1 {score_text(evaluation.micro_f1)}, macro-F1 "
+        f"{score_text(evaluation.macro_f1)}, mAP {score_text(evaluation.mean_average_precision)}"
+        f"; exact match (every label of a photo right) {100 * (evaluation.accuracy or 0):.1f}% "
+        f"of {evaluation.count} photos.</p>",
+        *_per_label_table(evaluation),
+    ]
+    misses = evaluation.misses
+    count = len(misses)
+    parts.append(f"<h2>Worst misses ({count} photo{'s' * (count != 1)} with a label wrong)</h2>")
+    if heat:
+        parts.append(
+            "<p>Beside each photo, where the model found the evidence for the label it got "
+            "most wrong (brighter: more; docs/explain.md).</p>"
+        )
+    figures = [_miss_figure(miss, heat.get(miss.path)) for miss in misses[:MOST_THUMBNAILS]]
+    _gallery(parts, misses, figures)
+    return parts
+
+
+def _miss_figure(miss: Miss, heat: bytes | None) -> str:
+    escape = html.escape
+    images = _picture(miss.path, " ".join(miss.truth))
+    if heat is not None:
+        images += (
+            f'<img alt="evidence for {escape(miss.label)}" '
+            f'title="evidence for {escape(miss.label)}" src="{_data_uri("image/jpeg", heat)}">'
+        )
+    kind = "mistake pair" if heat is not None else "mistake"
+    how = "missed" if miss.missed else "given wrongly"
+    return (
+        f'<figure class="{kind}">{images}<figcaption>has <b>{escape(" ".join(miss.truth) or "-")}'
+        f"</b>, given <b>{escape(' '.join(miss.given) or '-')}</b>; {escape(miss.label)} {how} "
+        f"({miss.score:.3f})<br>{_file_name(miss.path)}</figcaption></figure>"
+    )
+
+
+def miss_heat_maps(classifier, misses: Sequence[Miss], say) -> dict[str, bytes]:
+    """The evidence for the worst label of each of the first `explain.REPORT_HEAT_MAPS`
+    misses (JPEG thumbnails, by photo); none, said in one line, for a model that cannot be
+    explained."""
+    from tensorguess.data.images import UnreadableImage
+    from tensorguess.quality.explain import (
+        EXPLAIN_BATCH,
+        REPORT_HEAT_MAPS,
+        HeatMap,
+        NotExplainable,
+        explainer_for,
+        heat_overlay_jpeg,
+    )
+
+    if not misses:
+        return {}
+    try:
+        explainer = explainer_for(classifier)
+    except NotExplainable as error:
+        say(f"No heat maps in the report: {error}")
+        return {}
+    chosen = list(misses[:REPORT_HEAT_MAPS])
+    found = {}
+    for start in range(0, len(chosen), EXPLAIN_BATCH):
+        batch = chosen[start : start + EXPLAIN_BATCH]
+        paths = [Path(miss.path) for miss in batch]
+        try:
+            maps = explainer.maps(paths, [classifier.labels.index(miss.label) for miss in batch])
+        except UnreadableImage:  # a photo gone since it was scored: the others still get maps
+            continue
+        for miss, values in zip(batch, maps, strict=True):
+            heat = HeatMap(miss.label, miss.score, values, explainer.method)
+            found[miss.path] = heat_overlay_jpeg(Path(miss.path), heat, THUMBNAIL_SIZE)
+    return found
 
 
 def _picture(path: str, alt: str) -> str:
@@ -318,12 +450,18 @@ def training_facts(
     seconds: float,
 ) -> list[tuple[str, str]]:
     """The report's header for a training run: result, backbone, photos, settings, time."""
-    if evaluation.accuracy is None:
+    name, value = evaluation.headline
+    if value is None:
         result = "n/a (no test photos)"
+    elif evaluation.task == MULTI_LABEL:
+        result = (
+            f"{value:.3f}, mAP {score_text(evaluation.mean_average_precision)} "
+            f"(N={evaluation.count})"
+        )
     else:
-        result = f"{100 * evaluation.accuracy:.1f}% (N={evaluation.count})"
+        result = f"{100 * value:.1f}% (N={evaluation.count})"
     return [
-        ("test accuracy", result),
+        (f"test {name}", result),
         ("backbone", f"{backbone.name} at {backbone.image_size} px"),
         ("photos", ", ".join(f"{len(split)} {name}" for name, split in splits.items())),
         *settings,
@@ -331,8 +469,11 @@ def training_facts(
     ]
 
 
-def write_summaries(folder: Path, history: dict[str, list[float]]) -> None:
-    """TensorBoard scalars per epoch under `folder`/train and /validation, as retrain.py did.
+def write_summaries(
+    folder: Path, history: dict[str, list[float]], metric_key: str = "accuracy"
+) -> None:
+    """TensorBoard scalars per epoch under `folder`/train and /validation, as retrain.py did
+    (cross entropy, and accuracy or the task's figure: `metric_key`).
 
     Fine-tuning epochs continue the head's epochs on the same curves. `tf.summary.scalar`
     lives in the tensorboard package; `tf.summary.write` with the scalars plugin's metadata
@@ -346,7 +487,7 @@ def write_summaries(folder: Path, history: dict[str, list[float]]) -> None:
     for split, prefix in (("train", ""), ("validation", "val_")):
         writer = tf.summary.create_file_writer(str(Path(folder) / split))
         with writer.as_default():
-            for key, tag in (("loss", "cross_entropy"), ("accuracy", "accuracy")):
+            for key, tag in (("loss", "cross_entropy"), (metric_key, metric_key)):
                 values = history.get(f"{prefix}{key}", []) + history.get(
                     f"fine_tune_{prefix}{key}", []
                 )
@@ -369,13 +510,20 @@ def write_report(
     save_figures: bool = True,
     checkup: Checkup | None = None,
     heat: dict[str, MistakeHeat] | None = None,
+    miss_heat: dict[str, bytes] | None = None,
+    metric: tuple[str, str] = ("accuracy", "accuracy"),
 ) -> list[Path]:
-    """Write the page (and, with `save_figures`, each figure as a PNG beside it); return paths."""
+    """Write the page (and, with `save_figures`, each figure as a PNG beside it); return
+    paths. `metric`: the history's key and name of the figure an epoch was judged by."""
     page = Path(page)
     figures: list[tuple[str, str, bytes]] = []
     if history and history.get("loss"):
-        figures.append(("Training curves", TRAINING_CURVES_FILE, training_curves_png(history)))
-    if evaluation is not None and evaluation.count:
+        curves = training_curves_png(history, *metric)
+        figures.append(("Training curves", TRAINING_CURVES_FILE, curves))
+    if evaluation is not None and evaluation.count and evaluation.task == MULTI_LABEL:
+        curves = precision_recall_png(evaluation)
+        figures.append(("Precision and recall per label", PRECISION_RECALL_FILE, curves))
+    elif evaluation is not None and evaluation.count:
         figures.append(
             (
                 "Confusion matrix",
@@ -396,6 +544,7 @@ def write_report(
         [(caption, png) for caption, _, png in figures],
         checkup,
         heat,
+        miss_heat,
     )
     write_text_atomic(page, text)
     written.append(page)

@@ -38,7 +38,6 @@ from tensorguess.training.head import (
     TrainedHead,
     build_head,
     dense_layers,
-    label_weights,
     run_epochs,
 )
 from tensorguess.training.options import DistortionOptions, FineTuneOptions, HeadOptions
@@ -46,7 +45,7 @@ from tensorguess.training.options import DistortionOptions, FineTuneOptions, Hea
 
 @dataclass
 class LabelledPaths:
-    """Photos of one split and their integer labels."""
+    """Photos of one split and their true labels (as `Task.truth` gives them)."""
 
     paths: Sequence[Path]
     labels: np.ndarray
@@ -111,6 +110,7 @@ def fine_tune(
     global_batch = options.batch_size * replicas
     frozen, _ = split_backbone(backbone, options.blocks)  # refuses a backbone it cannot tune
     model = backbone.model
+    task = head.task
     num_classes = head.layers[-1][1].shape[0]
     steps = options.epochs * -(-len(train) // global_batch)
     with strategy.scope():
@@ -118,20 +118,17 @@ def fine_tune(
             model = keras.models.clone_model(model, clone_function=_synchronized)
             model.set_weights(backbone.model.get_weights())
         _, top = _split(model, options.blocks, backbone.name)
-        classifier = build_head(backbone.feature_dim, num_classes, head_options)
+        classifier = build_head(backbone.feature_dim, num_classes, head_options, task)
         classifier.set_weights([array for layer in head.layers for array in layer])
         optimizer = keras.optimizers.Adam(
             keras.optimizers.schedules.CosineDecay(options.learning_rate, decay_steps=steps)
         )
         trainable = top.trainable_weights + classifier.trainable_weights
         optimizer.build(trainable)  # its variables now, mirrored, not inside the first step
-    loss_function = keras.losses.CategoricalCrossentropy(
-        label_smoothing=head_options.label_smoothing
-    )
-    photo_losses = keras.losses.CategoricalCrossentropy(
-        label_smoothing=head_options.label_smoothing, reduction=None
-    )
-    weights = label_weights(train.labels, num_classes, head_options.class_weights == "balanced")
+    loss_function = task.loss(head_options.label_smoothing)
+    photo_losses = task.photo_losses(head_options.label_smoothing)
+    balanced = head_options.class_weights == "balanced"
+    balance = task.label_balance(train.labels, num_classes, balanced)
     size = backbone.image_size
 
     @tf.function(reduce_retracing=True)
@@ -146,7 +143,7 @@ def fine_tune(
         with tf.GradientTape() as tape:
             scores = classifier(top(boundary, training=True), training=True)
             # Divided by the photos of the whole step: the replicas' gradients are summed.
-            loss = tf.reduce_sum(photo_losses(targets, scores) * photo_weights) / photos
+            loss = tf.reduce_sum(photo_losses(targets, scores, photo_weights)) / photos
         optimizer.apply_gradients(zip(tape.gradient(loss, trainable), trainable, strict=True))
         return loss, scores
 
@@ -158,10 +155,10 @@ def fine_tune(
 
     def step(boundary: np.ndarray, labels: np.ndarray):
         """One step on a global batch, split in equal shares over the replicas, in order;
-        returns its loss, its scores and the label each photo counts as (mixup: the larger
+        returns its loss, its scores and the labels each photo counts as (mixup: the larger
         share of the pair)."""
-        targets = np.eye(num_classes, dtype=np.float32)[labels]
-        photo_weights = weights[labels]
+        targets = task.targets(labels, num_classes)
+        photo_weights = task.photo_weights(balance, labels)
         if options.mixup:
             boundary, targets, photo_weights, labels = _mixed(
                 rng, options.mixup, boundary, targets, photo_weights, labels
@@ -220,7 +217,7 @@ def fine_tune(
                 yield frozen_bottom(pixels).numpy(), rows
 
     def measure(split: LabelledPaths) -> tuple[float, float, np.ndarray]:
-        """Cross entropy, accuracy and scores of a split with the current weights."""
+        """Cross entropy, the task's figure and scores of a split with the current weights."""
         parts = [
             scores_of(boundary).numpy()
             for boundary, _ in batches(split, np.arange(len(split)), training=False)
@@ -228,21 +225,20 @@ def fine_tune(
         scores = np.concatenate(parts) if parts else np.zeros((0, num_classes), np.float32)
         if not len(split):
             return 0.0, 0.0, scores
-        targets = np.eye(num_classes, dtype=np.float32)[split.labels]
-        loss = float(loss_function(targets, scores))
-        return loss, float((scores.argmax(axis=1) == split.labels).mean()), scores
+        loss = float(loss_function(task.targets(split.labels, num_classes), scores))
+        return loss, task.metric(scores, split.labels), scores
 
     def train_epoch() -> tuple[float, float]:
-        total_loss = correct = 0.0
-        seen = 0
+        total_loss = 0.0
+        seen: list[tuple[np.ndarray, np.ndarray]] = []
         for boundary, rows in batches(train, rng.permutation(len(train)), training=True):
             if len(rows) < replicas:
                 continue  # a last handful too few to share out: shuffled in next epoch
             loss, scores, labels = step(boundary, train.labels[rows])
             total_loss += float(loss) * len(rows)
-            correct += int((np.argmax(scores, axis=1) == labels).sum())
-            seen += len(rows)
-        return total_loss / seen, correct / seen
+            seen.append((np.asarray(scores), labels))
+        scores, labels = (np.concatenate(part) for part in zip(*seen, strict=True))
+        return total_loss / len(labels), task.metric(scores, labels)
 
     devices_used = ""
     if replicas > 1:
@@ -284,6 +280,7 @@ def fine_tune(
             say,
             title="Fine-tune epoch",
             start_counts=True,
+            task=task,
         )
         for weight, value in zip(trainable, epochs.best_weights, strict=True):
             weight.assign(value)
@@ -297,6 +294,7 @@ def fine_tune(
             test_count=len(test),
             epochs_run=head.epochs_run,
             history={**head.history, **history},
+            task=task,
         )
         _, accuracy, tuned.test_scores = measure(test)
         boundaries.clear()  # memory maps of files about to be removed

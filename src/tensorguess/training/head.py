@@ -3,7 +3,8 @@
 Label smoothing, per-label weights and a learning-rate schedule are options; each epoch may
 show a photo as one of its cached distorted views (augment.py) instead of itself. The epoch
 loop (`run_epochs`: history, best weights, early stopping, the progress line) also drives
-fine-tuning.
+fine-tuning. A multi-label head has a sigmoid per label instead of the softmax; the task
+(classify/task.py) says what else differs: loss, targets, weights, the figure of an epoch.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
+from tensorguess.classify.task import SINGLE, Task
 from tensorguess.training.options import HeadOptions
 
 # Validation loss must fall by more than this to count as progress for early stopping.
@@ -26,7 +28,8 @@ Say = Callable[[str], None]
 
 @dataclass
 class SplitData:
-    """Features and integer labels of one split; `views` [V, N, D] are distorted copies."""
+    """Features and true labels of one split (as `Task.truth` gives them: label indices, or
+    0/1 rows for multi-label); `views` [V, N, D] are distorted copies."""
 
     features: np.ndarray
     labels: np.ndarray
@@ -38,9 +41,11 @@ class SplitData:
 
 @dataclass
 class TrainedHead:
-    """The trained layers as numpy arrays, in order: [(kernel, bias), ...], ReLU between.
+    """The trained layers as numpy arrays, in order: [(kernel, bias), ...], ReLU between,
+    then the `task`'s activation.
 
-    `test_scores` [N, labels] are the softmax scores of the test photos, for the evaluation.
+    `test_scores` [N, labels] are the scores of the test photos, for the evaluation;
+    `test_accuracy` the task's figure on them (accuracy, or micro-F1 at 0.5).
     """
 
     layers: list[tuple[np.ndarray, np.ndarray]]
@@ -49,21 +54,20 @@ class TrainedHead:
     epochs_run: int
     history: dict[str, list[float]] = field(default_factory=dict)
     test_scores: np.ndarray | None = None
+    task: Task = SINGLE
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
-        """Softmax scores for a batch of features (numpy; for evaluation and tests)."""
+        """Scores for a batch of features (numpy; for evaluation and tests)."""
         activations = features
         for depth, (kernel, bias) in enumerate(self.layers):
             activations = activations @ kernel + bias
             if depth < len(self.layers) - 1:
                 activations = np.maximum(activations, 0)
-        activations = activations - activations.max(axis=1, keepdims=True)
-        exponentials = np.exp(activations)
-        return exponentials / exponentials.sum(axis=1, keepdims=True)
+        return self.task.activate(activations)
 
 
-def build_head(feature_dim: int, num_classes: int, options: HeadOptions):
-    """The Keras head: [Dropout, Dense+ReLU,] Dropout, Dense+softmax."""
+def build_head(feature_dim: int, num_classes: int, options: HeadOptions, task: Task = SINGLE):
+    """The Keras head: [Dropout, Dense+ReLU,] Dropout, Dense+softmax (the task's activation)."""
     layers = [keras.Input(shape=(feature_dim,))]
     if options.hidden_units:
         if options.dropout:
@@ -71,7 +75,7 @@ def build_head(feature_dim: int, num_classes: int, options: HeadOptions):
         layers.append(keras.layers.Dense(options.hidden_units, activation="relu"))
     if options.dropout:
         layers.append(keras.layers.Dropout(options.dropout))
-    layers.append(keras.layers.Dense(num_classes, activation="softmax", name="final_result"))
+    layers.append(keras.layers.Dense(num_classes, activation=task.activation, name="final_result"))
     return keras.Sequential(layers)
 
 
@@ -95,34 +99,37 @@ def run_epochs(
     patience: int | None = None,
     report_every: int = 1,
     start_counts: bool = False,
+    task: Task = SINGLE,
 ) -> Epochs:
     """Train epoch after epoch, keeping the weights of the best one on validation.
 
-    `train_epoch()` runs one epoch and returns its training (cross entropy, accuracy);
-    `measure()` returns them on the validation split (or on the training one when there is
-    none). Stops after `patience` epochs without progress; with `start_counts`, the weights
-    before the first epoch compete too, so the result is never worse than the start.
+    `train_epoch()` runs one epoch and returns its training (cross entropy, the task's
+    figure: accuracy, or micro-F1); `measure()` returns them on the validation split (or on
+    the training one when there is none). Stops after `patience` epochs without progress;
+    with `start_counts`, the weights before the first epoch compete too, so the result is
+    never worse than the start.
     """
-    history: dict[str, list[float]] = {"loss": [], "accuracy": []}
+    key = task.metric_key
+    history: dict[str, list[float]] = {"loss": [], key: []}
     if validation_count:
-        history.update(val_loss=[], val_accuracy=[])
+        history.update({"val_loss": [], f"val_{key}": []})
     best_loss = measure()[0] if start_counts else float("inf")
     best_weights, best_epoch = weights(), 0
     epoch = 0
     for epoch in range(1, epochs + 1):
         started = time.monotonic()
-        loss, accuracy = train_epoch()
+        loss, figure = train_epoch()
         history["loss"].append(loss)
-        history["accuracy"].append(accuracy)
-        monitored_loss, monitored_accuracy = measure()
+        history[key].append(figure)
+        monitored_loss, monitored_figure = measure()
         if validation_count:
             history["val_loss"].append(monitored_loss)
-            history["val_accuracy"].append(monitored_accuracy)
+            history[f"val_{key}"].append(monitored_figure)
         if monitored_loss < best_loss - MIN_IMPROVEMENT:
             best_loss, best_weights, best_epoch = monitored_loss, weights(), epoch
         last = epoch == epochs or (patience is not None and epoch - best_epoch >= patience)
         if epoch == 1 or epoch % report_every == 0 or last:
-            line = _progress_line(title, epoch, history, validation_count)
+            line = _progress_line(title, epoch, history, validation_count, task)
             if report_every == 1:  # slow epochs: say how slow
                 line += f" ({time.monotonic() - started:.0f} s)"
             say(line)
@@ -139,6 +146,7 @@ def train_head(
     options: HeadOptions,
     seed: int = 0,
     say: Say = print,
+    task: Task = SINGLE,
 ) -> TrainedHead:
     """Train on `train`, stop early on `validation`, then score `test`.
 
@@ -148,46 +156,48 @@ def train_head(
     import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
-    model = build_head(train.features.shape[1], num_classes, options)
+    model = build_head(train.features.shape[1], num_classes, options, task)
     steps_per_epoch = -(-len(train) // options.batch_size)
     optimizer = keras.optimizers.Adam(learning_rate(options, steps_per_epoch))
-    # One-hot targets: Keras' sparse loss has no label smoothing.
-    loss_function = keras.losses.CategoricalCrossentropy(label_smoothing=options.label_smoothing)
-    weights = label_weights(train.labels, num_classes, options.class_weights == "balanced")
+    # Dense targets: Keras' sparse loss has no label smoothing.
+    loss_function = task.loss(options.label_smoothing)
+    balance = task.label_balance(train.labels, num_classes, options.class_weights == "balanced")
+    targets = task.targets(train.labels, num_classes)
+    weights = task.photo_weights(balance, train.labels)
 
     @tf.function(reduce_retracing=True)
-    def step(features, labels):
-        targets = tf.one_hot(labels, num_classes)
+    def step(features, targets, weights):
         with tf.GradientTape() as tape:
             scores = model(features, training=True)
-            loss = loss_function(targets, scores, sample_weight=tf.gather(weights, labels))
+            loss = loss_function(targets, scores, weights)
         gradients = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
         return loss, scores
 
     @tf.function(reduce_retracing=True)
-    def evaluate(features, labels):
+    def evaluate(features, targets):
         scores = model(features, training=False)
-        return loss_function(tf.one_hot(labels, num_classes), scores), scores
+        return loss_function(targets, scores), scores
 
     rng = np.random.default_rng(seed)
 
     def train_epoch() -> tuple[float, float]:
         order = rng.permutation(len(train))
         features = epoch_features(train, rng)
-        total_loss = correct = 0.0
+        total_loss = 0.0
+        scores = np.zeros((len(train), num_classes), np.float32)
         for start in range(0, len(order), options.batch_size):
             rows = order[start : start + options.batch_size]
-            loss, scores = step(features[rows], train.labels[rows])
+            loss, scores[rows] = step(features[rows], targets[rows], weights[rows])
             total_loss += float(loss) * len(rows)
-            correct += int((np.argmax(scores, axis=1) == train.labels[rows]).sum())
-        return total_loss / len(train), correct / len(train)
+        return total_loss / len(train), task.metric(scores, train.labels)
 
     monitored = validation if len(validation) else train
+    monitored_targets = task.targets(monitored.labels, num_classes)
 
     def measure() -> tuple[float, float]:
-        loss, scores = evaluate(monitored.features, monitored.labels)
-        return float(loss), _accuracy(scores, monitored.labels)
+        loss, scores = evaluate(monitored.features, monitored_targets)
+        return float(loss), task.metric(scores, monitored.labels)
 
     epochs = run_epochs(
         options.epochs,
@@ -198,6 +208,7 @@ def train_head(
         say,
         patience=options.patience,
         report_every=REPORT_EVERY,
+        task=task,
     )
     model.set_weights(epochs.best_weights)
     head = TrainedHead(
@@ -206,10 +217,11 @@ def train_head(
         test_count=len(test),
         epochs_run=epochs.epochs_run,
         history=epochs.history,
+        task=task,
     )
     head.test_scores = head.probabilities(test.features)
     if len(test):
-        head.test_accuracy = _accuracy(head.test_scores, test.labels)
+        head.test_accuracy = task.metric(head.test_scores, test.labels)
     return head
 
 
@@ -233,13 +245,7 @@ def learning_rate(options: HeadOptions, steps_per_epoch: int):
 
 def label_weights(labels: np.ndarray, num_classes: int, balance: bool) -> np.ndarray:
     """Per-label loss weights: 1, or inversely proportional to the label's share when balancing."""
-    if not balance:
-        return np.ones(num_classes, np.float32)
-    counts = np.bincount(labels, minlength=num_classes).astype(np.float32)
-    # A label with no training photo gets weight 0; training refuses that case earlier anyway.
-    return np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0).astype(
-        np.float32
-    )
+    return SINGLE.label_balance(labels, num_classes, balance)
 
 
 def epoch_features(train: SplitData, rng: np.random.Generator) -> np.ndarray:
@@ -253,21 +259,18 @@ def epoch_features(train: SplitData, rng: np.random.Generator) -> np.ndarray:
     return features
 
 
-def _accuracy(scores, labels: np.ndarray) -> float:
-    return float((np.argmax(np.asarray(scores), axis=1) == labels).mean())
-
-
 def _progress_line(
-    title: str, epoch: int, history: dict[str, list[float]], validation_count: int
+    title: str, epoch: int, history: dict[str, list[float]], validation_count: int, task: Task
 ) -> str:
-    """retrain.py's progress line for one epoch."""
+    """retrain.py's progress line for one epoch (a multi-label one gives micro-F1 instead of
+    accuracy)."""
+    key = task.metric_key
     line = (
-        f"{title} {epoch}: train accuracy = {100 * history['accuracy'][-1]:.1f}%, "
+        f"{title} {epoch}: train {task.describe_metric(history[key][-1])}, "
         f"cross entropy = {history['loss'][-1]:.3f}"
     )
     if validation_count:
         line += (
-            f", validation accuracy = {100 * history['val_accuracy'][-1]:.1f}% "
-            f"(N={validation_count})"
+            f", validation {task.describe_metric(history[f'val_{key}'][-1])} (N={validation_count})"
         )
     return line

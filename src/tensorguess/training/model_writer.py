@@ -8,6 +8,11 @@ encoded image bytes to `DecodeJpeg/contents:0`, read the softmax `final_result:0
 own tools feed decoded batches to the same graph. Beside the softmax, `novelty:0` ([B])
 says how unlike every training photo each image is (features/novelty.py); its threshold is in
 tensorguess.json.
+
+A multi-label model's `final_result:0` holds a sigmoid score per label instead ([1, N], each
+from 0 to 1, not adding up to 1), and its graph a constant `tensorguess_task`
+("multi-label") beside its labels; tensorguess.json keeps the task and, once the pipeline has
+chosen them on the validation photos, each label's threshold (classify/task.py).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import tensorflow as tf
 
 from tensorguess import __version__
 from tensorguess.classify.model_reader import read_metadata
+from tensorguess.classify.task import SINGLE, TASK_NODE, Task
 from tensorguess.features.backbones import Backbone
 from tensorguess.features.engines import freeze_pixels_function
 from tensorguess.features.engines.tensorflow import save_graph_signatures
@@ -58,8 +64,8 @@ class ExportedModel:
 def classifier_function(
     backbone: Backbone, head: TrainedHead, novelty: NoveltyModel, flip_average: bool = False
 ) -> tf.types.experimental.PolymorphicFunction:
-    """pixels [B, S, S, 3] float32 in 0-255 -> (softmax scores [B, N], novelty [B]), as one
-    tf.function.
+    """pixels [B, S, S, 3] float32 in 0-255 -> (scores [B, N], novelty [B]), as one
+    tf.function; the scores are the head's task's (softmax, or a sigmoid per label).
 
     With `flip_average`, a photo's scores are the mean of its own and its mirror image's:
     more accurate on photos whose subject may face either way, at twice the cost (the
@@ -74,7 +80,7 @@ def classifier_function(
             activations = tf.matmul(activations, kernel) + bias
             if depth < len(layers) - 1:
                 activations = tf.nn.relu(activations)
-        return tf.nn.softmax(activations)
+        return head.task.activate_tensor(activations)
 
     @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="pixels")])
     def classify(pixels):
@@ -115,15 +121,19 @@ def frozen_graph(
     core_outputs: tuple[str, str],
     size: int,
     labels: list[str],
+    task: Task = SINGLE,
 ):
     """The frozen GraphDef with the 2016 tensor names around the frozen classifier `core`.
 
     It also holds its own `labels` (a constant no output depends on), so that a labels file
-    that does not belong with the graph is caught when the model is loaded.
+    that does not belong with the graph is caught when the model is loaded, and a
+    multi-label one its task.
     """
     graph = tf.Graph()
     with graph.as_default():
         tf.constant(labels, dtype=tf.string, name=LABELS_NODE)
+        if task != SINGLE:
+            tf.constant(task.name, dtype=tf.string, name=TASK_NODE)
         contents = tf.compat.v1.placeholder(tf.string, shape=[], name=INPUT_BYTES)
         decoded = tf.expand_dims(decode_for_graph(contents, size), 0)
         pixels = tf.compat.v1.placeholder_with_default(
@@ -180,11 +190,6 @@ def _build_saved_model(folder, core, core_input, core_outputs, size, labels) -> 
         )
 
 
-def record_test_accuracy(tf_files: Path, accuracy: float | None, count: int) -> None:
-    """Put the exported model's own test accuracy into tensorguess.json (atomically)."""
-    update_metadata(tf_files, test_accuracy=accuracy, test_count=count)
-
-
 def update_metadata(tf_files: Path, **fields) -> None:
     """Set `fields` in tensorguess.json (atomically), keeping the rest."""
     metadata = {**read_metadata(tf_files), **fields}
@@ -219,7 +224,7 @@ def export_model(
     core, core_input, core_outputs = freeze_pixels_function(
         classifier_function(backbone, head, novelty, flip_average), size
     )
-    graph = frozen_graph(core, core_input, core_outputs, size, labels)
+    graph = frozen_graph(core, core_input, core_outputs, size, labels, head.task)
     graph_bytes = graph.SerializeToString()
     metadata = {
         "format": 1,
@@ -238,6 +243,7 @@ def export_model(
         "head": {"layers": [list(np.shape(kernel)) for kernel, _ in head.layers]},
         "novelty": novelty.describe(),
         "flip_average": flip_average,
+        **head.task.metadata(labels),
         **details,
     }
     with tempfile.TemporaryDirectory(prefix=".tmp-export.", dir=tf_files) as scratch:

@@ -234,6 +234,14 @@ class TrainingOptions:
         "point more accurate on clothing, at twice the cost of every guess",
         Switch,
     )
+    multi_label: bool | None = setting(
+        None,
+        "any number of labels per photo, none included (a sigmoid per label): a photo in "
+        "several data/<label>/ folders has each of their labels, data/untagged/ holds photos "
+        "with none. Default: multi-label when TF_FILES/labels.csv (image,labels) exists "
+        "(docs/multilabel.md); --no-multi_label ignores it",
+        Switch,
+    )
     report: bool = True
     engine: str | None = None
     ray: RaySettings | None = None  # features missing from the cache computed on Ray
@@ -250,16 +258,18 @@ class TrainingOptions:
                 f"{self.validation_percentage:g} + {self.testing_percentage:g}"
             )
 
-    def describe(self) -> list[tuple[str, str]]:
-        """The settings that shaped this run, in words, for the report."""
+    def describe(self, activation: str = "softmax") -> list[tuple[str, str]]:
+        """The settings that shaped this run, in words, for the report (`activation`: the
+        head's last, softmax or sigmoid)."""
         head = self.head
         layers = f"hidden layer of {head.hidden_units}, " if head.hidden_units else ""
         lines = [
             ("preset", self.preset),
             (
                 "head",
-                f"{layers}softmax; Adam {head.learning_rate:g} ({head.learning_rate_schedule}), "
-                f"up to {head.epochs} epochs of {head.batch_size}, dropout {head.dropout:g}, "
+                f"{layers}{activation}; Adam {head.learning_rate:g} "
+                f"({head.learning_rate_schedule}), up to {head.epochs} epochs of "
+                f"{head.batch_size}, dropout {head.dropout:g}, "
                 f"label smoothing {head.label_smoothing:g}, class weights {head.class_weights}",
             ),
         ]

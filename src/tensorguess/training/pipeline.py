@@ -4,6 +4,12 @@ report, and a check of the data (doctor.py).
 One module per step; this one only chains them. The folder's lock is taken first, before
 anything slow (TensorFlow's import alone takes seconds), so a second train on the same
 TF_FILES is refused at once rather than after both have started working.
+
+The scan decides the task (classify/task.py): single-label, or multi-label when
+TF_FILES/labels.csv exists or --multi_label says so; every step is handed it. A multi-label
+model's thresholds are chosen after the export, on the validation photos scored by the
+exported model as guess.sh runs it, and written into tensorguess.json before the test photos
+are measured with them (a train stopped in between leaves 0.5 for every label).
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tensorguess.data.dataset import TEST, TRAIN, VALIDATION, Scan, scan_data
+from tensorguess.classify.task import SINGLE, MultiLabel, Task
+from tensorguess.data.dataset import LABELS_CSV, TEST, TRAIN, VALIDATION, Scan, scan_data
 from tensorguess.errors import TensorguessError
 from tensorguess.files import holding_train_lock
 from tensorguess.model_files import BOTTLENECK_DIR
@@ -47,11 +54,13 @@ class TrainingSummary:
     seconds: float = 0.0
     evaluation: Evaluation | None = None
     checkup: Checkup | None = None
+    task: str = SINGLE.name
 
     def to_json(self) -> dict:
         """The summary as `train --json` prints it."""
         summary = asdict(self)
         summary["checkup"] = self.checkup.to_json() if self.checkup else None
+        summary["evaluation"] = self.evaluation.to_json() if self.evaluation else None
         return summary
 
 
@@ -67,7 +76,14 @@ def train_classifier(tf_files: Path, options: TrainingOptions, say=print) -> Tra
 
         cluster = RayCluster(options.ray, "the feature cache keeps what was computed; run again")
         compute = ClusterFeatures(cluster, options.backbone)
-    scan = scan_data(tf_files / "data", options.validation_percentage, options.testing_percentage)
+    scan = scan_data(
+        tf_files / "data",
+        options.validation_percentage,
+        options.testing_percentage,
+        multi_label=options.multi_label,
+        labels_csv=tf_files / LABELS_CSV,
+    )
+    say(scan.mode)
     for message in scan.warnings:
         say(f"warning: {message}")
     counts = {name: len(scan.split(name)) for name in (TRAIN, VALIDATION, TEST)}
@@ -101,10 +117,11 @@ def _train(
     calibration = _calibration(scan) if engines.int8 else None
     cache_root = options.bottleneck_dir or tf_files / BOTTLENECK_DIR
     features = _features(backbone, scan, cache_root, engines, compute, calibration, say)
-    data = _split_features(tf_files, scan, features)
+    task: Task = MultiLabel() if scan.multi_label else SINGLE
+    data = _split_features(tf_files, scan, features, task)
     if options.distortions.enabled:
         _distorted_views(backbone, data, cache_root, options, engines, compute, calibration, say)
-    head = _train_head(data, scan.labels, options, say)
+    head = _train_head(data, scan.labels, options, say, task)
     if options.fine_tune.enabled:
         head = _fine_tune(backbone, head, data, options, engines.tuning, say)
     novelty = _fit_novelty(
@@ -116,19 +133,17 @@ def _train(
     if engines.int8:
         from tensorguess.features.engines.int8 import INT8_FOLDER
 
-        check = _quantize(
-            tf_files, exported.graph, precision, calibration, data.photos, data.label_index
-        )
+        check = _quantize(tf_files, exported.graph, precision, calibration, data, task)
         say(check.describe())
         outputs += [tf_files / INT8_FOLDER] if check.kept else []
     classifier, evaluation = _evaluate(
         tf_files, data, None if engines.int8 else options.engine, say
     )
-    checkup = _check_data(scan, features, say)
+    checkup = None if task.multi_label else _check_data(scan, features, say)
     if options.summaries_dir:
         from tensorguess.quality.report import write_summaries
 
-        write_summaries(options.summaries_dir, head.history)
+        write_summaries(options.summaries_dir, head.history, task.metric_key)
     if options.report:
         outputs += _report(
             tf_files, backbone, data, classifier, evaluation, head, checkup, options, engines,
@@ -152,6 +167,7 @@ def _train(
         seconds=time.monotonic() - started,
         evaluation=evaluation,
         checkup=checkup,
+        task=task.name,
     )
 
 
@@ -183,12 +199,21 @@ class _Engines:
 
 @dataclass
 class _TrainingData:
-    """The features of each split (`splits`), their photos in the same order, and each
-    label's index in the model's output."""
+    """The features and true labels of each split (`splits`), their photos in the same
+    order, the labels in output order, and the task."""
 
     splits: dict
     photos: dict
-    label_index: dict[str, int]
+    labels: list[str]
+    task: Task = SINGLE
+
+    def truths(self, name: str) -> list[tuple]:
+        """(photo, its true label, or labels for multi-label) of split `name`, for the
+        evaluation."""
+        return [
+            (image.path, image.labels if self.task.multi_label else image.label)
+            for image in self.photos[name]
+        ]
 
 
 def _calibration(scan: Scan):
@@ -218,28 +243,24 @@ def _features(backbone, scan: Scan, cache_root: Path, engines, compute, calibrat
     return features
 
 
-def _split_features(tf_files: Path, scan: Scan, features) -> _TrainingData:
+def _split_features(tf_files: Path, scan: Scan, features, task: Task) -> _TrainingData:
     """The readable photos' features by split; refuses a label left without training photos."""
     from tensorguess.training.head import SplitData
 
-    label_index = {label: i for i, label in enumerate(scan.labels)}
     splits, photos = {}, {}
     for name in (TRAIN, VALIDATION, TEST):
         rows = [i for i, image in enumerate(scan.images) if image.split == name and features.ok[i]]
         photos[name] = [scan.images[i] for i in rows]
-        splits[name] = SplitData(
-            features.vectors[rows],
-            np.array([label_index[scan.images[i].label] for i in rows], dtype=np.int64),
-        )
-    missing = [
-        label for label in scan.labels if label_index[label] not in set(splits[TRAIN].labels)
-    ]
+        truth = task.truth([scan.images[i].labels for i in rows], scan.labels)
+        splits[name] = SplitData(features.vectors[rows], truth)
+    trained = task.indicators(splits[TRAIN].labels, len(scan.labels)).any(axis=0)
+    missing = [label for label, present in zip(scan.labels, trained, strict=True) if not present]
     if missing:
         raise TensorguessError(
             f"no training images left for {', '.join(missing)}: add photos to "
             f"{tf_files / 'data'}/<label>/ or lower the validation and test percentages"
         )
-    return _TrainingData(splits, photos, label_index)
+    return _TrainingData(splits, photos, scan.labels, task)
 
 
 def _distorted_views(
@@ -266,7 +287,9 @@ def _distorted_views(
     )
 
 
-def _train_head(data: _TrainingData, labels: list[str], options: TrainingOptions, say):
+def _train_head(
+    data: _TrainingData, labels: list[str], options: TrainingOptions, say, task: Task
+):
     """The head, trained on the cached features (head.py)."""
     from tensorguess.training.head import train_head
 
@@ -279,6 +302,7 @@ def _train_head(data: _TrainingData, labels: list[str], options: TrainingOptions
         options.head,
         options.seed,
         say,
+        task,
     )
 
 
@@ -341,18 +365,37 @@ def _evaluate(tf_files: Path, data: _TrainingData, engine: str | None, say):
     """The test photos through the exported model, as guess.sh runs it (its engine and
     precision, the mirror-image average): the accuracy printed is the one a user gets.
     Loading it also converts it for OpenVINO while TensorFlow is loaded anyway, so the next
-    guess.sh or guessDir.sh starts in about a second."""
+    guess.sh or guessDir.sh starts in about a second. A multi-label model's thresholds are
+    chosen first, on the validation photos scored the same way."""
     from tensorguess.classify.loading import load_classifier
     from tensorguess.quality.evaluate import evaluate_images, summary_lines
-    from tensorguess.training.model_writer import record_test_accuracy
+    from tensorguess.training.model_writer import update_metadata
 
     classifier = load_classifier(tf_files, engine=engine)
-    test = [(image.path, image.label) for image in data.photos[TEST]]
-    evaluation = evaluate_images(classifier, test)
-    record_test_accuracy(tf_files, evaluation.accuracy, evaluation.count)
-    for line in summary_lines(evaluation, "Final test accuracy", MISTAKES_SHOWN):
+    if data.task.multi_label:
+        classifier.task = _choose_thresholds(tf_files, classifier, data, say)
+    evaluation = evaluate_images(classifier, data.truths(TEST))
+    update_metadata(tf_files, **evaluation.recorded())
+    for line in summary_lines(evaluation, "Final test", MISTAKES_SHOWN):
         say(line)
     return classifier, evaluation
+
+
+def _choose_thresholds(tf_files: Path, classifier, data: _TrainingData, say) -> MultiLabel:
+    """Each label's threshold, for the best F1 on the validation photos (task.py), written
+    into tensorguess.json."""
+    from tensorguess.quality.evaluate import evaluate_images
+    from tensorguess.training.model_writer import update_metadata
+
+    validation = evaluate_images(classifier, data.truths(VALIDATION))
+    fitted = MultiLabel().fitted(validation.scores, validation.truth)
+    update_metadata(tf_files, **fitted.metadata(data.labels))
+    shown = ", ".join(
+        f"{label} {threshold:.2f}"
+        for label, threshold in zip(data.labels, fitted.thresholds, strict=True)
+    )
+    say(f"Thresholds, for the best F1 on {validation.count} validation photos: {shown}")
+    return fitted
 
 
 def _report(
@@ -375,40 +418,51 @@ def _report(
     from tensorguess.quality.report import (
         REPORT_FILE,
         THUMBNAIL_SIZE,
+        miss_heat_maps,
         training_facts,
         write_report,
     )
 
     features_in = f"{engines.features} ({engine_precision(engines.features)})"
-    settings = [*options.describe(), ("engine", features_in)]
+    settings = [*options.describe(data.task.activation), ("engine", features_in)]
     facts = training_facts(
         backbone, data.splits, evaluation, settings, time.monotonic() - started
     )
     title = f"tensorguess: {tf_files.resolve().name}"
     heat = report_heat_maps(classifier, evaluation.mistakes, THUMBNAIL_SIZE, say)
     return write_report(
-        tf_files / REPORT_FILE, title, facts, evaluation, head.history, checkup=checkup, heat=heat
+        tf_files / REPORT_FILE,
+        title,
+        facts,
+        evaluation,
+        head.history,
+        checkup=checkup,
+        heat=heat,
+        miss_heat=miss_heat_maps(classifier, evaluation.misses, say),
+        metric=(data.task.metric_key, data.task.metric_name),
     )
 
 
 def _quantize(
-    tf_files: Path, graph: Path, precision: str, calibration, photos: dict, label_index: dict
+    tf_files: Path, graph: Path, precision: str, calibration, data: _TrainingData, task: Task
 ):
     """The exported graph quantised to int8 and checked on the validation photos (quantize.py)."""
     from tensorguess.classify.layouts import detect_layout
     from tensorguess.classify.model_reader import read_graph, read_model_bytes
     from tensorguess.training.quantize import quantize_classifier
 
-    data = read_model_bytes(graph)
-    graph_def = read_graph(graph, data)
+    graph_bytes = read_model_bytes(graph)
+    graph_def = read_graph(graph, graph_bytes)
+    validation = [image.path for image in data.photos[VALIDATION]]
     return quantize_classifier(
         tf_files,
         graph_def,
         detect_layout(graph_def),
-        hashlib.sha256(data).hexdigest(),
+        hashlib.sha256(graph_bytes).hexdigest(),
         precision,
         calibration,
-        [(image.path, label_index[image.label]) for image in photos[VALIDATION]],
+        list(zip(validation, data.splits[VALIDATION].labels, strict=True)),
+        task,
     )
 
 

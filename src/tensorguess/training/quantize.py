@@ -4,10 +4,11 @@ Asked for with `train --engine openvino-int8`. After the export, the graph's Ope
 is quantised (engines/int8.py) with scales measured on up to 300 of the training photos;
 then the float model (in the precision guessDir would otherwise run it) and the int8 one
 label the same decoded validation photos. The int8 model is kept, in
-`TF_FILES/openvino-int8/`, only when its validation accuracy is at most MAX_ACCURACY_DROP
-points below the float model's; otherwise any older one is removed and guessDir keeps the
-float model. Either way tensorguess.json records both accuracies and the log says which
-model guess.sh and guessDir.sh will run.
+`TF_FILES/openvino-int8/`, only when its validation accuracy (a multi-label model's: its
+micro-F1 at 0.5, in points) is at most MAX_ACCURACY_DROP points below the float model's;
+otherwise any older one is removed and guessDir keeps the float model. Either way
+tensorguess.json records both accuracies and the log says which model guess.sh and
+guessDir.sh will run.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tensorguess.classify.task import SINGLE, Task
 from tensorguess.data.images import pixel_batches
 from tensorguess.errors import TensorguessError
 from tensorguess.features.engines import FLOAT32, OPENVINO_BATCH, compiled_runner
@@ -44,6 +46,7 @@ class Int8Check:
     validation_count: int
     calibration_photos: int
     kept: bool
+    figure: str = SINGLE.metric_name  # what the two "accuracies" are: accuracy, or micro-F1
 
     def describe(self) -> str:
         """One line for the training log."""
@@ -55,7 +58,7 @@ class Int8Check:
             f"{self.float_precision}"
         )
         return (
-            f"int8: validation accuracy {self.int8_accuracy:.1f}% against "
+            f"int8: validation {self.figure} {self.int8_accuracy:.1f}% against "
             f"{self.float_accuracy:.1f}% in {self.float_precision} ({change:+.1f} points, "
             f"N={self.validation_count}, calibrated on {self.calibration_photos} training "
             f"photos); {verdict}"
@@ -69,10 +72,12 @@ def quantize_classifier(
     graph_sha256: str,
     precision: str,
     calibration: Calibration,
-    validation: Sequence[tuple[Path, int]],
+    validation: Sequence[tuple[Path, int | np.ndarray]],
+    task: Task = SINGLE,
 ) -> Int8Check:
     """Quantise the exported graph (`graph_def`, read through `layout`), compare it with the
-    float model on `validation` (path, label index), keep it if it passes, record the check."""
+    float model on `validation` (path, its truth as the `task` holds it: a label index, or a
+    0/1 row), keep it if it passes, record the check."""
     if not validation:
         raise TensorguessError(
             "int8 needs validation photos to check its accuracy: raise --validation_percentage"
@@ -85,16 +90,13 @@ def quantize_classifier(
     int8_model = quantized(model, calibration, shape[:2])
     float32 = precision != native_precision()
     runners = [compiled_runner(model, float32), compiled_runner(int8_model, False)]
-    labels = np.array([label for _, label in validation])
-    right, start = np.zeros(2), 0
+    truth = np.array([given for _, given in validation])
+    scored: list[list[np.ndarray]] = [[], []]
     for pixels, _ in pixel_batches([path for path, _ in validation], shape[:2], 64):
-        truth = labels[start : start + len(pixels)]
         for index, run in enumerate(runners):
             scores = run(pixels)
-            scores = scores[0] if isinstance(scores, tuple) else scores
-            right[index] += (scores.argmax(1) == truth).sum()
-        start += len(pixels)
-    accuracies = [100 * float(count) / len(validation) for count in right]
+            scored[index].append(scores[0] if isinstance(scores, tuple) else scores)
+    accuracies = [100 * task.metric(np.concatenate(scores), truth) for scores in scored]
     check = Int8Check(
         float_precision=FLOAT32 if float32 else native_precision(),
         float_accuracy=accuracies[0],
@@ -102,6 +104,7 @@ def quantize_classifier(
         validation_count=len(validation),
         calibration_photos=len(calibration.paths),
         kept=accuracies[1] >= accuracies[0] - MAX_ACCURACY_DROP,
+        figure=task.metric_name,
     )
     if check.kept:
         notes = {"graph_sha256": graph_sha256, "layout": asdict(layout), **asdict(check)}

@@ -153,6 +153,7 @@ class ClusterClassifier:
         # photos unknown as a local sort would.
         self.graph_path = classifier.graph_path
         self.novelty_threshold = classifier.novelty_threshold
+        self.task = classifier.task  # a multi-label model's copies go into label folders
         # The engine as asked for: each worker resolves `auto` itself (TensorFlow on a GPU).
         self._model = ModelFiles.of(classifier, overrides, engine)
 
