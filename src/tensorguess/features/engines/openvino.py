@@ -124,38 +124,43 @@ def convert(
 
 def compiled_runner(model, float32: bool) -> Runner:
     """`run(pixels [B, ...]) -> outputs [B, ...]` over `model`, any B, in fixed batches; a
-    model of several outputs gives a tuple of them, in its order."""
-    import openvino
+    model of several outputs gives a tuple of them, in its order.
 
+    The batches go to a few infer requests in turn, each started as soon as its previous
+    batch is collected, so they all keep working. No Python callback: OpenVINO's threads
+    would then take the GIL to run it (and to release its arguments) at any moment, even
+    while the interpreter shuts down, which ends the process in `std::terminate`.
+    """
     config = {"PERFORMANCE_HINT": "THROUGHPUT", "ENABLE_CPU_PINNING": False}
     if float32:
         config["INFERENCE_PRECISION_HINT"] = FLOAT32
     compiled = openvino_core().compile_model(model, "CPU", config)
     batch = compiled.inputs[0].get_shape()[0]
     input_type = compiled.inputs[0].get_element_type().to_dtype()
-    requests = openvino.AsyncInferQueue(
-        compiled, max(1, compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-    )
-
+    count = max(1, compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+    requests = [compiled.create_infer_request() for _ in range(count)]
     outputs = len(compiled.outputs)
 
-    def collect(request, slot: tuple[list, int]) -> None:
-        results, index = slot
-        results[index] = [request.get_output_tensor(i).data.copy() for i in range(outputs)]
-
-    requests.set_callback(collect)
+    def collected(request) -> list[np.ndarray]:
+        request.wait()
+        return [request.get_output_tensor(i).data.copy() for i in range(outputs)]
 
     def run(pixels: np.ndarray) -> np.ndarray:
         pixels = np.ascontiguousarray(pixels, input_type)
-        count = len(pixels)
-        padded = -count % batch
+        total = len(pixels)
+        padded = -total % batch
         if padded:
             pixels = np.concatenate([pixels, np.zeros((padded, *pixels.shape[1:]), input_type)])
-        results: list = [None] * (len(pixels) // batch)
-        for index in range(len(results)):
-            requests.start_async({0: pixels[index * batch : (index + 1) * batch]}, (results, index))
-        requests.wait_all()
-        joined = tuple(np.concatenate(parts)[:count] for parts in zip(*results, strict=True))
+        batches = len(pixels) // batch
+        results: list = [None] * batches
+        for index in range(batches + len(requests)):
+            request = requests[index % len(requests)]
+            earlier = index - len(requests)  # the batch this request had before, if any
+            if 0 <= earlier < batches:
+                results[earlier] = collected(request)
+            if index < batches:
+                request.start_async({0: pixels[index * batch : (index + 1) * batch]})
+        joined = tuple(np.concatenate(parts)[:total] for parts in zip(*results, strict=True))
         return joined if outputs > 1 else joined[0]
 
     return run
