@@ -200,6 +200,32 @@ def _check_sorted(destination: Path, photos: list[Path], hard_links: bool = True
     assert on_disk - named == {destination / "manifest.csv"}, sorted(on_disk - named)
 
 
+def test_each_labels_heat_map_lies_on_its_own_shape(model, tmp_path):
+    """A sigmoid per label: the evidence for one label is its own logit, so on a photo of a
+    circle and a square each label's map is brighter on its own shape's cell."""
+    tf_files, _ = model
+    labels, seed = ["circle", "square"], 950
+    photo = tagged_photo(tmp_path / "two.jpg", labels, seed)
+    cells = random.Random(f"{'+'.join(labels)}-{seed}").sample(range(4), len(labels))
+    for label, cell in zip(labels, cells, strict=True):
+        folder = tmp_path / label
+        (answer,) = json.loads(
+            tensorguess(
+                "guess", tf_files, photo, "--explain", folder, "--explain_label", label, "--json"
+            ).stdout
+        )
+        values = np.asarray(Image.open(answer["heatmap"]), np.float64)
+        mass = {
+            number: values[
+                (number // 2) * CELL : (number // 2 + 1) * CELL,
+                (number % 2) * CELL : (number % 2 + 1) * CELL,
+            ].sum()
+            for number in cells
+        }
+        other = next(number for number in cells if number != cell)
+        assert mass[cell] > mass[other], (label, mass)
+
+
 def test_guessdir_puts_each_photo_in_the_folder_of_every_label_it_has(model, fresh, tmp_path):
     tf_files, _ = model
     source, destination = next(iter(fresh)).parent, tmp_path / "sorted"

@@ -250,27 +250,39 @@ class MistakeHeat:
     truth: bytes
 
 
-def mistake_heat_maps(
-    explainer: Explainer, labels: Sequence[str], mistakes: Sequence, longest: int
-) -> dict[str, MistakeHeat]:
-    """For each `evaluate.Mistake` whose photo can be read: where the evidence for its
-    guessed and for its true label lie, by the photo's path."""
+def report_explainer(
+    classifier: Classifier | ExportedClassifier, say: Callable[[str], None]
+) -> Explainer | None:
+    """The explainer of a report's heat maps, or None after saying in one line why there
+    are none."""
+    try:
+        return explainer_for(classifier)
+    except NotExplainable as error:
+        say(f"No heat maps in the report: {error}")
+        return None
+
+
+def evidence_thumbnails(
+    explainer: Explainer,
+    labels: Sequence[str],
+    items: Sequence[tuple[str, str, float]],
+    longest: int,
+) -> dict[tuple[str, str], bytes]:
+    """JPEG thumbnails of where the evidence for each (photo path, label, score) lies, by
+    (photo path, label); a batch holding a photo that cannot be read any more gets none (the
+    others still do)."""
     found = {}
-    for start in range(0, len(mistakes), EXPLAIN_BATCH):
-        batch = mistakes[start : start + EXPLAIN_BATCH]
-        paths = [Path(mistake.path) for mistake in batch]
+    for start in range(0, len(items), EXPLAIN_BATCH):
+        batch = items[start : start + EXPLAIN_BATCH]
         try:
-            guessed = explainer.maps(paths, [labels.index(mistake.guess) for mistake in batch])
-            true = explainer.maps(paths, [labels.index(mistake.truth) for mistake in batch])
-        except UnreadableImage:  # a photo gone since it was scored: the others still get maps
-            continue
-        for mistake, guess_map, truth_map in zip(batch, guessed, true, strict=True):
-            guess = HeatMap(mistake.guess, mistake.guess_score, guess_map, explainer.method)
-            truth = HeatMap(mistake.truth, mistake.truth_score, truth_map, explainer.method)
-            found[mistake.path] = MistakeHeat(
-                heat_overlay_jpeg(Path(mistake.path), guess, longest),
-                heat_overlay_jpeg(Path(mistake.path), truth, longest),
+            maps = explainer.maps(
+                [Path(path) for path, _, _ in batch], [labels.index(label) for _, label, _ in batch]
             )
+        except UnreadableImage:  # a photo gone since it was scored
+            continue
+        for (path, label, score), values in zip(batch, maps, strict=True):
+            heat = HeatMap(label, score, values, explainer.method)
+            found[(path, label)] = heat_overlay_jpeg(Path(path), heat, longest)
     return found
 
 
@@ -280,17 +292,28 @@ def report_heat_maps(
     longest: int,
     say: Callable[[str], None],
 ) -> dict[str, MistakeHeat]:
-    """The heat maps a report shows beside its first `REPORT_HEAT_MAPS` misclassified photos;
-    none, said in one line, for a model that cannot be explained."""
-    if not mistakes:
+    """The heat maps a report shows beside its first `REPORT_HEAT_MAPS` misclassified photos
+    (`evaluate.Mistake`s): the evidence for the guessed and for the true label, by photo."""
+    chosen = list(mistakes[:REPORT_HEAT_MAPS])
+    explainer = report_explainer(classifier, say) if chosen else None
+    if explainer is None:
         return {}
-    try:
-        explainer = explainer_for(classifier)
-    except NotExplainable as error:
-        say(f"No heat maps in the report: {error}")
-        return {}
-    chosen = mistakes[:REPORT_HEAT_MAPS]
-    return mistake_heat_maps(explainer, classifier.labels, chosen, longest)
+    items = [
+        item
+        for mistake in chosen
+        for item in (
+            (mistake.path, mistake.guess, mistake.guess_score),
+            (mistake.path, mistake.truth, mistake.truth_score),
+        )
+    ]
+    thumbnails = evidence_thumbnails(explainer, classifier.labels, items, longest)
+    return {
+        mistake.path: MistakeHeat(
+            thumbnails[(mistake.path, mistake.guess)], thumbnails[(mistake.path, mistake.truth)]
+        )
+        for mistake in chosen
+        if (mistake.path, mistake.guess) in thumbnails
+    }
 
 
 @dataclass(frozen=True)
@@ -479,23 +502,29 @@ def _finer_block(nodes: dict, graph, pooled):
 
 
 def _label_evidence(nodes: dict, graph, output, label):
-    """What Grad-CAM differentiates: the label's log-odds against the other labels, from the
-    logits (the input of each softmax the output is made of, summed over them), or from the
-    scores of an output that is no softmax.
+    """What the maps differentiate: the label's log-odds, from the logits the output is
+    made of (the input of each softmax over the labels, summed over them: of the photo and
+    of its mirror image), or from the scores of an output that is neither.
 
     The log-odds rather than the logit: what every label's logit shares (a photo's overall
     activity) is evidence for none of them, and a sure answer's log-odds, unlike its score's
-    logarithm, do not flatten out."""
+    logarithm, do not flatten out. Independent labels (sigmoid outputs, multi-label) have
+    the logit itself as their log-odds."""
     import tensorflow as tf
 
-    softmaxes = [
-        name
-        for name in sorted(_ancestors(nodes, output.op.name))
-        if nodes[name].op == "Softmax"
-    ]
-    if softmaxes:
-        logits = [_rows(_tensor(graph, name).op.inputs[0]) for name in softmaxes]
-        return tf.add_n([_log_odds(logit, label) for logit in logits])
+    count = output.shape[-1]
+    heads = {
+        kind: [
+            _tensor(graph, name).op.inputs[0]
+            for name in sorted(_ancestors(nodes, output.op.name))
+            if nodes[name].op == kind and _tensor(graph, name).shape[-1] == count
+        ]
+        for kind in ("Softmax", "Sigmoid")
+    }
+    if heads["Softmax"]:
+        return tf.add_n([_log_odds(_rows(logits), label) for logits in heads["Softmax"]])
+    if heads["Sigmoid"]:
+        return tf.add_n([_per_photo(_rows(logits), label) for logits in heads["Sigmoid"]])
     return _log_odds(tf.math.log(_rows(output) + 1e-12), label)
 
 

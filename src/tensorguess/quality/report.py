@@ -335,36 +335,19 @@ def miss_heat_maps(classifier, misses: Sequence[Miss], say) -> dict[str, bytes]:
     """The evidence for the worst label of each of the first `explain.REPORT_HEAT_MAPS`
     misses (JPEG thumbnails, by photo); none, said in one line, for a model that cannot be
     explained."""
-    from tensorguess.data.images import UnreadableImage
     from tensorguess.quality.explain import (
-        EXPLAIN_BATCH,
         REPORT_HEAT_MAPS,
-        HeatMap,
-        NotExplainable,
-        explainer_for,
-        heat_overlay_jpeg,
+        evidence_thumbnails,
+        report_explainer,
     )
 
-    if not misses:
-        return {}
-    try:
-        explainer = explainer_for(classifier)
-    except NotExplainable as error:
-        say(f"No heat maps in the report: {error}")
-        return {}
     chosen = list(misses[:REPORT_HEAT_MAPS])
-    found = {}
-    for start in range(0, len(chosen), EXPLAIN_BATCH):
-        batch = chosen[start : start + EXPLAIN_BATCH]
-        paths = [Path(miss.path) for miss in batch]
-        try:
-            maps = explainer.maps(paths, [classifier.labels.index(miss.label) for miss in batch])
-        except UnreadableImage:  # a photo gone since it was scored: the others still get maps
-            continue
-        for miss, values in zip(batch, maps, strict=True):
-            heat = HeatMap(miss.label, miss.score, values, explainer.method)
-            found[miss.path] = heat_overlay_jpeg(Path(miss.path), heat, THUMBNAIL_SIZE)
-    return found
+    explainer = report_explainer(classifier, say) if chosen else None
+    if explainer is None:
+        return {}
+    items = [(miss.path, miss.label, miss.score) for miss in chosen]
+    thumbnails = evidence_thumbnails(explainer, classifier.labels, items, THUMBNAIL_SIZE)
+    return {path: picture for (path, _), picture in thumbnails.items()}
 
 
 def _picture(path: str, alt: str) -> str:
