@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import http.client
 import json
 import os
 import random
@@ -464,3 +465,35 @@ def test_export_keeps_the_sigmoids_and_thresholds_for_litert_onnx_and_mediapipe(
             # The metadata's score threshold (0.5, on each score calibrated to its label's
             # threshold): MediaPipe returns the labels the file gives, and no others.
             assert sorted(c.category_name for c in head.categories) == sorted(theirs.labels)
+
+
+def test_the_server_answers_as_the_exported_serving_model_does(model, fresh, tmp_path):
+    """TF Serving's :predict gives a multi-label model's `over_threshold` beside its scores,
+    as the exported SavedModel's signature does; /v1/guess gives each photo's labels."""
+    from test_serve import KEY, b64, multipart, start_server
+
+    tf_files, _ = model
+    process, port = start_server(tf_files, tmp_path / "serve.log", tmp_path)
+    try:
+        photos = list(fresh)
+        guessed = json.loads(tensorguess("guess", tf_files, *photos, "--json").stdout)
+
+        def call(path: str, body: bytes, headers: dict) -> dict:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            connection.request("POST", path, body, {**headers, "Authorization": f"Bearer {KEY}"})
+            response = connection.getresponse()
+            assert response.status == 200
+            return json.loads(response.read())
+
+        instances = json.dumps({"instances": [{"b64": b64(photo)} for photo in photos]}).encode()
+        predicted = call("/v1/models/model:predict", instances, {})["predictions"]
+        body, headers = multipart([(photo.name, photo.read_bytes()) for photo in photos])
+        answered = call("/v1/guess", body, headers)
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    for row, guess, answer in zip(predicted, guessed, answered, strict=True):
+        flags = zip(row["classes"], row["over_threshold"], strict=True)
+        given = [label for label, over in flags if over]
+        assert sorted(given) == sorted(guess["labels"])
+        assert answer["labels"] == guess["labels"]

@@ -28,12 +28,15 @@ class PredictRequest(BaseModel):
 class ScoresAndClasses(BaseModel):
     scores: list[float] = Field(description="one score per class, in the model's label order")
     classes: list[str]
+    over_threshold: list[bool] | None = Field(
+        None, description="multi-label models: whether each class is at or over its threshold"
+    )
 
 
 class PredictAnswer(BaseModel):
     predictions: list[ScoresAndClasses] | None = Field(None, description="for instances")
-    outputs: dict[str, list[list[float]] | list[list[str]]] | None = Field(
-        None, description="for inputs: {scores: [[...]], classes: [[...]]}"
+    outputs: dict[str, list[list[float]] | list[list[str]] | list[list[bool]]] | None = Field(
+        None, description="for inputs: {scores: [[...]], classes: [[...]]} (and over_threshold)"
     )
 
 
@@ -65,6 +68,11 @@ class GuessAnswer(BaseModel):
 
     image: str
     predictions: list[LabelScore] | None = None
+    labels: list[str] | None = Field(
+        None, description="multi-label models: the labels at or over their thresholds"
+    )
+    novelty: float | None = Field(None, description="models with novelty: how unlike training")
+    unknown: bool | None = Field(None, description="models with novelty: over its threshold")
     error: str | None = None
     heatmap: str | None = Field(
         None, description="the bare map, greyscale PNG at the photo's size, base64"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
@@ -59,6 +60,11 @@ def metadata(model: ServedModel, name: str) -> dict:
         "outputs": {
             "scores": tensor("DT_FLOAT", [-1, count], "scores:0"),
             "classes": tensor("DT_STRING", [-1, count], "classes:0"),
+            **(
+                {"over_threshold": tensor("DT_BOOL", [-1, count], "over_threshold:0")}
+                if model.classifier.task.multi_label
+                else {}
+            ),
         },
         "method_name": "tensorflow/serving/predict",
     }
@@ -74,6 +80,7 @@ def metadata(model: ServedModel, name: str) -> dict:
                 "image_size": list(size),
                 "engine": model.classifier.engine,
                 "precision": model.classifier.precision,
+                "task": model.classifier.task.name,
                 "trained_at": model.metadata.get("trained_at"),
                 "test_accuracy": model.metadata.get("test_accuracy"),
             },
@@ -87,13 +94,15 @@ async def predict(context: ServerContext, model: ServedModel, http: Request) -> 
     check_signature(request.signature_name)
     uploads, columnar = predict_images(request.instances, request.inputs)
     results = await context.all_or_nothing(model, uploads)
-    scores = [result.scores.tolist() for result in results]
+    outputs = {"scores": [result.scores.tolist() for result in results]}
+    outputs["classes"] = [model.labels] * len(results)
+    if model.classifier.task.multi_label:  # as the exported serving model answers
+        given = model.classifier.task.given(np.stack([result.scores for result in results]))
+        outputs["over_threshold"] = given.tolist()
     if columnar:
-        classes = [model.labels] * len(results)
-        return JSONResponse({"outputs": {"scores": scores, "classes": classes}})
-    return JSONResponse(
-        {"predictions": [{"scores": row, "classes": model.labels} for row in scores]}
-    )
+        return JSONResponse({"outputs": outputs})
+    rows = [dict(zip(outputs, row, strict=True)) for row in zip(*outputs.values(), strict=True)]
+    return JSONResponse({"predictions": rows})
 
 
 async def classify(context: ServerContext, model: ServedModel, http: Request) -> JSONResponse:
