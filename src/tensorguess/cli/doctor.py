@@ -1,4 +1,5 @@
-"""`tensorguess doctor`: likely mislabelled photos, near-duplicates, outliers, label counts."""
+"""`tensorguess doctor`: likely mislabelled photos (or missing and extra labels of multi-label
+photos), near-duplicates, outliers, label counts."""
 
 from __future__ import annotations
 
@@ -21,10 +22,15 @@ EPILOG = """examples:
   {prog} ./tf_files
   {prog} ./tf_files --json > checkup.json
   {prog} ./tf_files --report checkup.html     # with thumbnails
+  {prog} ./tf_files --multi_label             # a photo in several data/<label>/ folders
 
 It only reads: nothing in TF_FILES/data is moved or changed. It uses the feature cache
 (TF_FILES/bottlenecks; missing features are computed first), so it takes seconds once
-train.sh has run; without a trained model it uses the default backbone."""
+train.sh has run; without a trained model it uses the default backbone.
+
+Multi-label photos (TF_FILES/labels.csv, or --multi_label, or a model trained so) are
+checked label by label: doctor lists the labels a photo likely has but is not given
+(missing) and those it is given but likely lacks (extra)."""
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
@@ -34,8 +40,9 @@ def add_parser(commands) -> argparse.ArgumentParser:
         NAME,
         help="find likely mislabelled photos, near-duplicates and outliers in TF_FILES/data",
         description="Check the photos in TF_FILES/data/<label>/: photos whose label looks "
-        "wrong (with the likely one), near-duplicates within and across labels (and those "
-        "that straddle train and test), photos far from every label, and label counts.",
+        "wrong (with the likely one; for multi-label photos, labels likely missing or extra), "
+        "near-duplicates within and across labels (and those that straddle train and test), "
+        "photos far from every label, and label counts.",
         epilog=EPILOG,
     )
     doctor.add_argument(
@@ -60,6 +67,14 @@ def add_parser(commands) -> argparse.ArgumentParser:
         type=Path,
         help="the feature cache, if train.sh was given one (default TF_FILES/bottlenecks)",
     )
+    doctor.add_argument(
+        "--multi_label",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="photos may have any number of labels: one photo in several data/<label>/ "
+        "folders has each (data/untagged/: none). Default: as the model was trained, else "
+        "multi-label when TF_FILES/labels.csv exists; --no-multi_label ignores labels.csv",
+    )
     from tensorguess.features.engines import ENGINE_HELP
 
     add_engine_flag(doctor, f"{ENGINE_HELP}. Default: the precision the model was trained in")
@@ -74,7 +89,12 @@ def run(args: argparse.Namespace) -> int:
 
     say = output(args.json)
     checkup = check_folder(
-        args.tf_files, args.engine, args.bottleneck_dir, args.near_duplicate, say=say
+        args.tf_files,
+        args.engine,
+        args.bottleneck_dir,
+        args.near_duplicate,
+        say=say,
+        multi_label=args.multi_label,
     )
     for line in checkup.summary_lines():
         say(line)

@@ -1,15 +1,24 @@
 """The statistics behind `tensorguess doctor`, on arrays of features alone (no files).
 
-- Label issues: confident learning (Northcutt, Jiang and Chuang, JAIR 2021) on out-of-fold
-  probabilities. `find_label_issues` here is cleanlab's `filter.find_label_issues` with its
-  defaults (`filter_by="prune_by_noise_rate"`), rewritten in numpy because cleanlab would
-  bring pandas and scikit-learn (about 250 MB); the tests check that both list the same
-  photos. The out-of-fold probabilities come from a Gaussian classifier of the features
-  scaled to length 1 (one covariance shared by the labels, shrunk halfway to a multiple of
-  the identity: linear discriminant analysis), fitted on all folds but one, with one
-  temperature fitted to the held-out probabilities. It is closed-form, and out of fold it
-  was more accurate than the softmax head (docs/accuracy.md), which is what confident
-  learning needs. Issues are ranked by the probability of the given label, lowest first.
+- Label issues: out-of-fold probabilities made honest by a model of the label noise, so
+  that a photo is listed when its given label is likely wrong, and how likely is said.
+  Each photo is scored by a classifier that never saw it: a Gaussian classifier of the
+  features, square-rooted (they are averages of non-negative activations: the root evens
+  out their scale) and scaled to length 1, with one covariance shared by the labels and
+  shrunk towards a multiple of the identity (linear discriminant analysis), fitted on all
+  folds but one. Its probabilities are then fitted to the given labels together with the
+  noise: one temperature and one noise rate, by maximum likelihood, under the model "a
+  given label is the true one, except for a share of photos given another label at random".
+  From them, each photo's probability that its given label is wrong (Bayes' rule); photos
+  past `LISTED` are listed, the most likely wrong first. Fitting the temperature without
+  the noise (as before) let the flipped photos flatten every probability, and confident
+  learning's cut-off (cleanlab's `find_label_issues`) then listed about three photos for
+  each one wrong on clothing-extra; docs/accuracy.md has the measurements.
+- Missing and extra labels (multi-label photos): the same, one label against the rest. Per
+  label, the linear discriminant of the photos given it against the others, out of fold;
+  then one temperature and two rates (of labels left out, and of labels given that are not
+  there) fitted by maximum likelihood, and each photo's probability that a label is missing
+  or extra by Bayes' rule.
 - Near-duplicates: pairs of photos whose features' cosine similarity reaches
   `NEAR_DUPLICATE`.
 - Outliers: scores (out-of-fold novelty, features/novelty.py) past Tukey's far-out fence
@@ -17,6 +26,8 @@
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,41 +37,86 @@ from tensorguess.features.novelty import unit_length
 # copies of web photos (JPEG quality 60, 20% brighter) measured 0.964-0.986; the most alike
 # distinct photos 0.951 (sign-digits' hands on one background) and 0.884 (superheroes).
 NEAR_DUPLICATE = 0.96
-FOLDS = 5
+# Out of fold: each photo scored by a classifier fitted on the other nine tenths.
+FOLDS = 10
 # How far the shared covariance is pulled towards a multiple of the identity (0 to 1).
-SHRINKAGE = 0.5
+SHRINKAGE = 0.8
+# A photo is listed when its given label is at least this likely wrong: one chance in four
+# is worth a glance (docs/accuracy.md: the listed photos were wrong 3 times in 4 then).
+LISTED = 0.25
+# The grids the temperature and the noise rate are fitted on.
+TEMPERATURES = np.geomspace(0.1, 1e4, 81)
+NOISE_RATES = np.linspace(0.0, 0.3, 61)
+# Multi-label: rounds of expectation-maximisation of the missing and extra rates, and their
+# most (past it, the labels would say less than the features).
+EM_ROUNDS = 30
+MOST_NOISE = 0.3
 OUTLIER_FENCE = 3.0
 # Rows of the similarity matrix computed at a time: memory stays small for any folder.
 SIMILARITY_BLOCK = 1024
-# cleanlab's constants: confident thresholds' floor, float comparison, division guard.
-_LEAST_THRESHOLD = 2e-6
-_EPSILON = 1e-6
-_TINY = 1e-100
+_TINY = 1e-300
 
 
-# Out-of-fold probabilities ------------------------------------------------------------------
+# Out-of-fold probabilities under label noise ---------------------------------------------------
 
 
-def gaussian_distances(
-    train: np.ndarray, labels: np.ndarray, count: int, features: np.ndarray
-) -> np.ndarray:
-    """Squared Mahalanobis distances [N, count] of `features` to each label's mean in `train`,
-    under one shrunk covariance shared by the labels; a label absent from `train` is at inf."""
-    present = np.unique(labels)
-    means = np.stack([train[labels == label].mean(axis=0) for label in present])
-    centred = train - means[np.searchsorted(present, labels)]
-    covariance = centred.T @ centred / len(train)
+def comparable(features: np.ndarray) -> np.ndarray:
+    """Features as the label check compares them: square-rooted (keeping the sign), then
+    scaled to length 1."""
+    features = np.asarray(features, np.float64)
+    return unit_length(np.sign(features) * np.sqrt(np.abs(features)))
+
+
+def fold_numbers(count: int, folds: int = FOLDS, seed: int = 0) -> tuple[np.ndarray, int]:
+    """Each of `count` photos' fold, drawn at random but the same for the same seed, and how
+    many folds there are (at least two, at most one photo each)."""
+    folds = max(2, min(folds, count))
+    fold = np.empty(count, np.int64)
+    fold[np.random.default_rng(seed).permutation(count)] = np.arange(count) % folds
+    return fold, folds
+
+
+def _shrunk(scatter: np.ndarray, photos: int) -> np.ndarray:
+    """The covariance of a scatter matrix over `photos`, pulled towards a multiple of the
+    identity by `SHRINKAGE`."""
+    covariance = scatter / max(photos, 1)
     scale = np.trace(covariance) / len(covariance)
-    covariance = (1 - SHRINKAGE) * covariance + SHRINKAGE * scale * np.eye(len(covariance))
-    lower = np.linalg.cholesky(covariance)
-    whitened = np.linalg.solve(lower, features.T).T
-    whitened_means = np.linalg.solve(lower, means.T).T
-    distances = np.full((len(features), count), np.inf)
-    distances[:, present] = (
-        (whitened**2).sum(axis=1, keepdims=True)
-        - 2 * whitened @ whitened_means.T
-        + (whitened_means**2).sum(axis=1)
-    )
+    return (1 - SHRINKAGE) * covariance + SHRINKAGE * scale * np.eye(len(covariance))
+
+
+def out_of_fold_distances(
+    features: np.ndarray, labels: np.ndarray, count: int, folds: int = FOLDS, seed: int = 0
+) -> np.ndarray:
+    """Each photo's squared Mahalanobis distances [N, count] to the labels' means over the
+    photos of the other folds, under their one shrunk covariance shared by the labels; a
+    label no other fold has is at inf."""
+    scaled = comparable(features)
+    fold, folds = fold_numbers(len(labels), folds, seed)
+    # Each fold's scatter is everyone's less its own: two passes over the photos in all, not
+    # one per fold.
+    scatter = scaled.T @ scaled
+    sums = np.zeros((count, scaled.shape[1]))
+    np.add.at(sums, labels, scaled)
+    distances = np.full((len(labels), count), np.inf)
+    for held_out in range(folds):
+        rows = fold == held_out
+        if not rows.any():
+            continue
+        out = scaled[rows]
+        label_sums = sums.copy()
+        np.add.at(label_sums, labels[rows], -out)
+        label_counts = np.bincount(labels[~rows], minlength=count)
+        present = np.flatnonzero(label_counts)
+        means = label_sums[present] / label_counts[present, None]
+        within = scatter - out.T @ out - (means.T * label_counts[present]) @ means
+        lower = np.linalg.cholesky(_shrunk(within, int(label_counts.sum())))
+        whitened = np.linalg.solve(lower, out.T).T
+        whitened_means = np.linalg.solve(lower, means.T).T
+        distances[np.ix_(rows, present)] = (
+            (whitened**2).sum(axis=1, keepdims=True)
+            - 2 * whitened @ whitened_means.T
+            + (whitened_means**2).sum(axis=1)
+        )
     return distances
 
 
@@ -70,104 +126,182 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return exponentials / exponentials.sum(axis=1, keepdims=True)
 
 
-def out_of_fold_probabilities(
+@dataclass(frozen=True)
+class LabelNoise:
+    """What the photos' given labels and out-of-fold distances say about their true labels.
+
+    `probabilities` [N, count]: P(true label | the photo, its given label); `wrong` [N]:
+    P(the given label is wrong), 0 for a photo whose label no other fold has (no judging
+    it); `noise_rate`: the share of labels given at random, fitted; `temperature`: the
+    distances' scale, fitted.
+    """
+
+    probabilities: np.ndarray
+    wrong: np.ndarray
+    noise_rate: float
+    temperature: float
+
+
+def fit_label_noise(distances: np.ndarray, labels: np.ndarray) -> LabelNoise:
+    """The temperature and noise rate under which the given `labels` are likeliest, and each
+    photo's posterior over its true label (the module's docstring says the model)."""
+    count, rows = distances.shape[1], np.arange(len(labels))
+    if count < 2:
+        return LabelNoise(np.ones_like(distances), np.zeros(len(labels)), 0.0, 1.0)
+    rates = NOISE_RATES[None, :]
+    best = (np.inf, 1.0, 0.0)
+    for temperature in TEMPERATURES:
+        true = _softmax(-0.5 * distances / temperature)[rows, labels][:, None]
+        given = (1 - rates) * true + rates / (count - 1) * (1 - true)
+        losses = -np.log(given + _TINY).mean(axis=0)
+        if losses.min() < best[0]:
+            best = (losses.min(), temperature, float(NOISE_RATES[losses.argmin()]))
+    _, temperature, rate = best
+    true = _softmax(-0.5 * distances / temperature)
+    # Times P(given label | true label): 1 - rate for itself, rate shared by the others.
+    posterior = true * (rate / (count - 1))
+    posterior[rows, labels] = true[rows, labels] * (1 - rate)
+    total = posterior.sum(axis=1, keepdims=True)
+    posterior = np.where(total > 0, posterior / np.maximum(total, _TINY), true)
+    wrong = 1 - posterior[rows, labels]
+    wrong[(total[:, 0] == 0) | ~np.isfinite(distances[rows, labels])] = 0.0
+    return LabelNoise(posterior, wrong, rate, temperature)
+
+
+def label_noise(
     features: np.ndarray, labels: np.ndarray, count: int, folds: int = FOLDS, seed: int = 0
-) -> np.ndarray:
-    """P(label | photo) [N, count] for each photo from a classifier that never saw it."""
-    scaled = unit_length(features)
-    folds = max(2, min(folds, len(labels)))
-    fold = np.empty(len(labels), np.int64)
-    fold[np.random.default_rng(seed).permutation(len(labels))] = np.arange(len(labels)) % folds
-    distances = np.zeros((len(labels), count))
+) -> LabelNoise:
+    """`fit_label_noise` on the out-of-fold distances of `features` (rows aligned with
+    `labels`, indices among `count` labels)."""
+    return fit_label_noise(out_of_fold_distances(features, labels, count, folds, seed), labels)
+
+
+# Multi-label: missing and extra labels --------------------------------------------------------
+
+
+def out_of_fold_label_evidence(
+    features: np.ndarray, has: np.ndarray, folds: int = FOLDS, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each photo's evidence for each label, one label against the rest, from classifiers
+    that never saw it: (log-odds from its features [N, L], log-odds of the label among the
+    other folds' photos [N, L]). NaN where the other folds do not hold the label both ways.
+
+    Per label, the linear discriminant of the photos with it against those without, both
+    sharing one covariance. That of all photos, shrunk, serves every label of a fold: less
+    the label's own between-class part (Sherman and Morrison's rank-one update), it is the
+    label's shared within-class covariance, so one solve per fold does for all labels.
+    """
+    scaled = comparable(features)
+    has = np.asarray(has, bool)
+    evidence = np.full(has.shape, np.nan)
+    prior = np.full(has.shape, np.nan)
+    fold, folds = fold_numbers(len(has), folds, seed)
     for held_out in range(folds):
         rows = fold == held_out
-        distances[rows] = gaussian_distances(scaled[~rows], labels[~rows], count, scaled[rows])
-    # In 1,280 dimensions the raw posteriors are far too sure; one temperature, fitted to the
-    # held-out photos' given labels, makes them honest enough to rank by.
-    best, best_loss = 1.0, np.inf
-    for temperature in np.geomspace(0.1, 1e4, 81):
-        probabilities = _softmax(-0.5 * distances / temperature)
-        loss = -np.log(probabilities[np.arange(len(labels)), labels] + 1e-12).mean()
-        if loss < best_loss:
-            best, best_loss = temperature, loss
-    return _softmax(-0.5 * distances / best)
-
-
-# Confident learning, as cleanlab computes it ---------------------------------------------------
-
-
-def _round_preserving_sum(values: np.ndarray) -> np.ndarray:
-    """Round to whole numbers keeping the (rounded) total: cleanlab's round_preserving_sum."""
-    values = np.asarray(values, dtype=float)
-    rounded = values.round()
-    total = np.sum(values).round()
-    while abs(np.sum(rounded).round() - total) > _EPSILON:
-        difference = np.round(total - np.sum(rounded).round())
-        step = -1 if difference < 0 else 1
-        changes = min(int(abs(difference)), len(values))
-        for index in np.argsort(values - rounded)[::-step][:changes]:
-            rounded[index] += step
-    return rounded
-
-
-def _round_rows(matrix: np.ndarray) -> np.ndarray:
-    return np.array([_round_preserving_sum(row) for row in matrix]).astype(int)
-
-
-def confident_joint(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
-    """Counts [given label, true label] of photos confidently of each true label, calibrated
-    to the given labels' counts: cleanlab's compute_confident_joint."""
-    count = probabilities.shape[1]
-    label_counts = np.bincount(labels, minlength=count)
-    thresholds = np.array(
-        [
-            probabilities[labels == label, label].mean() if label_counts[label] else 2.0
-            for label in range(count)
-        ]
-    )
-    confident = probabilities >= np.maximum(thresholds, _LEAST_THRESHOLD) - _EPSILON
-    confident_labels = confident.sum(axis=1)
-    guess = np.where(confident_labels > 1, probabilities.argmax(axis=1), confident.argmax(axis=1))
-    rows = confident_labels > 0
-    # Built as [true, given] and transposed, as cleanlab does: the sums below then add up in
-    # the same order, so the roundings, ties included, come out the same.
-    joint = np.zeros((count, count), np.int64)
-    np.add.at(joint, (guess[rows], labels[rows]), 1)
-    joint = joint.T
-    np.fill_diagonal(joint, joint.diagonal().clip(min=1))
-    calibrated = (joint.T / np.clip(joint.sum(axis=1), _TINY, None) * label_counts).T
-    calibrated = calibrated / np.clip(np.sum(calibrated), _TINY, None) * sum(label_counts)
-    return _round_rows(calibrated)
-
-
-def find_label_issues(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
-    """Which photos' given labels are likely wrong (a boolean mask): cleanlab's
-    find_label_issues with its defaults (prune by noise rate, at least one photo kept per
-    label)."""
-    count = probabilities.shape[1]
-    prune = confident_joint(labels, probabilities).T.astype(float)  # [true, given]
-    diagonal = prune.diagonal().copy()
-    kept = np.maximum(diagonal, 1)
-    prune = prune - (kept - diagonal) / np.maximum(np.count_nonzero(prune, axis=0) - 1.0, 1.0)
-    prune[prune < 0] = 0
-    np.fill_diagonal(prune, kept)
-    prune = _round_rows(prune.astype(int))
-    issues = np.zeros(len(labels), bool)
-    for given in range(count):
-        rows = np.flatnonzero(labels == given)
-        if len(rows) <= 1:
+        train, train_has = scaled[~rows], has[~rows]
+        photos = len(train)
+        positives = train_has.sum(axis=0)
+        usable = np.flatnonzero((positives > 0) & (positives < photos))
+        if not rows.any() or not len(usable):
             continue
-        for true in range(count):
-            wrong = prune[true, given]
-            if true != given and wrong > 0:
-                # The photos of this given label most likely to be of `true` instead.
-                margin = probabilities[rows, true] - probabilities[rows, given]
-                issues[rows[np.argsort(-margin)[:wrong]]] = True
-    # A photo the classifier gives its own label is not called mislabelled.
-    nudged = probabilities.copy()
-    nudged[np.arange(len(labels)), labels] += _EPSILON
-    issues[nudged.argmax(axis=1) == labels] = False
-    return issues
+        centred = train - train.mean(axis=0)
+        covariance = _shrunk(centred.T @ centred, photos)
+        inside = train_has[:, usable]
+        with_means = inside.T @ train / positives[usable, None]
+        without_means = (~inside).T @ train / (photos - positives[usable])[:, None]
+        difference = with_means - without_means
+        solved = np.linalg.solve(covariance, difference.T)
+        between = (1 - SHRINKAGE) * positives[usable] * (photos - positives[usable]) / photos**2
+        directions = solved / (1 - between * np.einsum("du,ud->u", solved, difference))
+        midpoints = 0.5 * (with_means + without_means)
+        evidence[np.ix_(rows, usable)] = scaled[rows] @ directions - np.einsum(
+            "ud,du->u", midpoints, directions
+        )
+        prior[np.ix_(rows, usable)] = np.log(positives[usable] / (photos - positives[usable]))
+    return evidence, prior
+
+
+@dataclass(frozen=True)
+class MissingAndExtra:
+    """What multi-label photos' given labels and out-of-fold evidence say about their true
+    labels.
+
+    `probabilities` [N, L]: P(the photo has the label | the photo, its given labels);
+    `wrong` [N, L]: P(the label is missing) where it is not given, P(it is extra) where it
+    is, 0 where nothing can be said (no other fold holds the label both ways);
+    `missing_rate`: the share of the labels photos have that were not given, fitted;
+    `extra_rate`: the share of the labels photos lack that were given, fitted.
+    """
+
+    probabilities: np.ndarray
+    wrong: np.ndarray
+    missing_rate: float
+    extra_rate: float
+    temperature: float
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 0.5 * (1 + np.tanh(0.5 * logits))
+
+
+def _has(true: np.ndarray, given: np.ndarray, missing: float, extra: float) -> np.ndarray:
+    """P(the photo has the label | its features say `true`, the label is `given` or not)."""
+    given_one = true * (1 - missing) + (1 - true) * extra
+    return np.where(
+        given,
+        true * (1 - missing) / np.maximum(given_one, _TINY),
+        true * missing / np.maximum(1 - given_one, _TINY),
+    )
+
+
+def _noise_rates(true: np.ndarray, given: np.ndarray) -> tuple[float, float, float]:
+    """(missing rate, extra rate, mean log-likelihood of `given`) for probabilities `true`
+    of having each label: the rates by expectation-maximisation."""
+    missing, extra = 0.05, 0.01
+    for _ in range(EM_ROUNDS):
+        has = _has(true, given, missing, extra)
+        missing = float((has * ~given).sum() / max(has.sum(), _TINY))
+        extra = float(((1 - has) * given).sum() / max((1 - has).sum(), _TINY))
+        missing, extra = min(missing, MOST_NOISE), min(extra, MOST_NOISE)
+    given_one = true * (1 - missing) + (1 - true) * extra
+    likelihood = np.where(given, given_one, 1 - given_one)
+    return missing, extra, float(np.log(likelihood + _TINY).mean())
+
+
+def fit_missing_and_extra(
+    evidence: np.ndarray, prior: np.ndarray, given: np.ndarray
+) -> MissingAndExtra:
+    """The temperature of the evidence and the missing and extra rates under which the
+    `given` labels [N, L] (booleans) are likeliest, and each photo's posterior per label.
+
+    The model: a photo has a label with probability sigmoid(evidence / temperature + prior);
+    a label it has is given but for a share (missing), one it lacks is given for a share
+    (extra), the same shares for every label.
+    """
+    given = np.asarray(given, bool)
+    judged = np.isfinite(evidence) & np.isfinite(prior)
+    if not judged.any():
+        zeros = np.zeros(given.shape)
+        return MissingAndExtra(given.astype(float), zeros, 0.0, 0.0, 1.0)
+    best = (-np.inf, 1.0, 0.0, 0.0)
+    for temperature in TEMPERATURES:
+        true = _sigmoid(evidence[judged] / temperature + prior[judged])
+        missing, extra, likelihood = _noise_rates(true, given[judged])
+        if likelihood > best[0]:
+            best = (likelihood, float(temperature), missing, extra)
+    _, temperature, missing, extra = best
+    true = _sigmoid(np.where(judged, evidence / temperature + prior, 0.0))
+    has = np.where(judged, _has(true, given, missing, extra), given)
+    wrong = np.where(judged, np.where(given, 1 - has, has), 0.0)
+    return MissingAndExtra(has, wrong, missing, extra, temperature)
+
+
+def missing_and_extra_labels(
+    features: np.ndarray, given: np.ndarray, folds: int = FOLDS, seed: int = 0
+) -> MissingAndExtra:
+    """`fit_missing_and_extra` on the out-of-fold evidence of `features` for the labels
+    `given` [N, L] (booleans, rows aligned)."""
+    return fit_missing_and_extra(*out_of_fold_label_evidence(features, given, folds, seed), given)
 
 
 # Near-duplicates and outliers --------------------------------------------------------------------
