@@ -17,13 +17,13 @@ PACKAGE = ROOT / "src" / "tensorguess"
 # Wings on one line are siblings that do not import one another.
 LAYERS = [
     ["cli"],
-    ["serve", "export", "bench"],
+    ["serve", "export", "bench", "review"],
     ["training"],
     ["quality"],
     ["classify"],
     ["features"],
     ["data"],
-    ["extras", "files", "model_files", "progress", "quiet"],
+    ["extras", "files", "model_files", "progress", "quiet", "web"],
     ["errors", "__init__"],
 ]
 ENTRY_POINT = "tensorguess.__main__"

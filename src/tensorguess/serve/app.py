@@ -14,12 +14,10 @@ import asyncio
 import contextlib
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
-from starlette.exceptions import HTTPException
 
-from tensorguess import __version__
+from tensorguess import __version__, web
 from tensorguess.serve.batching import Overloaded, TooManyImages
 from tensorguess.serve.context import ServerContext, ServeSettings
 from tensorguess.serve.guard import Guard
@@ -78,28 +76,8 @@ def create_app(settings: ServeSettings, live: LiveModel) -> FastAPI:
 # Refusals, all as {"error": ...} -------------------------------------------------------------
 
 
-async def http_refusal(request: Request, error: HTTPException) -> JSONResponse:
-    message = str(error.detail)
-    if error.status_code == 404 and message == "Not Found":
-        message = f"no route {request.method} {request.url.path[:200]}; the API is at /docs"
-    elif error.status_code == 405:
-        message = f"{request.method} is not allowed on {request.url.path[:200]}"
-    return JSONResponse({"error": _one_line(message)}, error.status_code, error.headers)
-
-
-async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
-    first = error.errors()[0]
-    if first.get("type") == "json_invalid":
-        reason = (first.get("ctx") or {}).get("error", "")
-        message = f"malformed JSON: {reason}"
-    else:
-        where = ".".join(str(part) for part in first.get("loc", ())[1:])  # after "query"
-        message = f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
-    return JSONResponse({"error": _one_line(message)}, 400)
-
-
 async def bad_request(request: Request, error: BadRequest) -> JSONResponse:
-    return JSONResponse({"error": _one_line(str(error))}, 400)
+    return JSONResponse({"error": web.one_line(error)}, 400)
 
 
 async def overloaded(request: Request, error: Overloaded) -> JSONResponse:
@@ -110,25 +88,10 @@ async def too_many(request: Request, error: TooManyImages) -> JSONResponse:
     return JSONResponse({"error": str(error)}, 413)
 
 
-INTERNAL_ERROR = "internal error; the server's log has the details"
-
-
-async def internal(request: Request, error: Exception) -> JSONResponse:
-    # Not a client's fault, and what went wrong (paths, versions, the model's insides) is
-    # none of its business: Starlette raises the error on after this answer, and uvicorn
-    # writes it to the server's log with its traceback.
-    return JSONResponse({"error": INTERNAL_ERROR}, 500)
-
-
 REFUSAL_HANDLERS = {
-    HTTPException: http_refusal,
-    RequestValidationError: invalid_request,
+    **web.REFUSAL_HANDLERS,
     BadRequest: bad_request,
     Overloaded: overloaded,
     TooManyImages: too_many,
-    Exception: internal,
+    Exception: web.internal,
 }
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    return " ".join(str(text).split())[:limit]

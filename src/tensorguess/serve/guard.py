@@ -31,9 +31,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 
 from starlette.requests import Request
+
+from tensorguess.web import send_error
 
 # Routes open without the API key: the health check, and the page's HTML, which holds no
 # data (a browser cannot send a Bearer header with a page; the page asks for the key and
@@ -57,15 +58,6 @@ class Refused(Exception):
 
 class ClientGone(Exception):
     """The client closed the connection before its body was complete: nobody to answer."""
-
-
-async def send_error(send, status: int, message: str, headers: dict[str, str] | None = None):
-    """An `{"error": ...}` answer straight from ASGI, before any route runs."""
-    body = json.dumps({"error": message}, separators=(",", ":")).encode()
-    raw_headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    raw_headers += [(key.encode(), value.encode()) for key, value in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 def take_body(request: Request) -> bytearray:

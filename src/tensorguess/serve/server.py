@@ -7,51 +7,22 @@ missing model is one line and exit 1; once the address is printed, the server an
 from __future__ import annotations
 
 import ctypes
-import errno
 import ipaddress
 import os
-import socket
 from collections.abc import Callable
 
 import uvicorn
 
-from tensorguess.errors import TensorguessError
 from tensorguess.serve.app import create_app
 from tensorguess.serve.context import ServeSettings
 from tensorguess.serve.model import LiveModel, first_model
 from tensorguess.serve.protocol import timed_protocol
+from tensorguess.web import listening_socket, url_of
 
 # Open files (connections among them) this process may hold, when the system allows it.
 MAX_OPEN_FILES = 65536
 # glibc's mallopt parameter (malloc.h).
 M_MMAP_THRESHOLD = -3
-
-
-def listening_socket(host: str, port: int) -> socket.socket:
-    """A socket bound to `host`:`port` (port 0: a free one), or one line saying why not."""
-    try:
-        family, kind, protocol, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-    except socket.gaierror as error:
-        raise TensorguessError(f"--host {host}: not an address here ({error.strerror})") from None
-    listener = socket.socket(family, kind, protocol)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        listener.bind(address)
-    except OSError as error:
-        listener.close()
-        if error.errno == errno.EADDRINUSE:
-            raise TensorguessError(
-                f"port {port} of {host} is in use; choose another with --port (0 picks a free one)"
-            ) from None
-        raise TensorguessError(f"cannot listen on {host} port {port} ({error.strerror})") from None
-    return listener
-
-
-def _url(listener: socket.socket) -> str:
-    host, port = listener.getsockname()[:2]
-    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
 def uvicorn_server(settings: ServeSettings, live: LiveModel) -> uvicorn.Server:
@@ -110,7 +81,7 @@ def serve(settings: ServeSettings, say: Callable[[str], None]) -> None:
     server = uvicorn_server(settings, live)
     allow_more_connections()
     return_freed_uploads()
-    url = _url(listener)
+    url = url_of(listener)
     say(
         f"Serving {settings.tf_files} as model {settings.name!r} (labels: "
         f"{', '.join(model.labels)}; {model.classifier.engine}, {model.classifier.precision}) "
