@@ -83,6 +83,11 @@ A multi-label model (classify/task.py) puts each photo in a folder per label it 
   made in another folder without hard links is kept as that folder's name.
 - `--min_score` is refused (each label has its threshold, chosen by train.sh); `--unknown`
   names a photo `unknown-<label>-<score>.<ext>` in each of its folders.
+
+A person's label for a copy (given on `tensorguess review`'s page) is recorded in the
+manifest's last column, `reviewed_label`, which the review adds (rewriting the manifest
+whole under DEST's lock, the header and each line one cell longer). A sort appending to
+such a manifest leaves that cell empty in its lines, and reads the manifest as before.
 """
 
 from __future__ import annotations
@@ -113,6 +118,8 @@ MANIFEST = "manifest.csv"
 SYNC_EVERY = 64
 MANIFEST_COLUMNS = ["source", "destination", "label", "score", "sha256"]
 LABELS, COPIES = "labels", "copies"
+# The last column, once tensorguess review has recorded a person's label for a copy.
+REVIEWED_LABEL = "reviewed_label"
 # A multi-label model's manifest: the labels given, and every name of the copy.
 MULTI_LABEL_COLUMNS = [LABELS, COPIES]
 UNSURE = "unsure"
@@ -424,6 +431,7 @@ class Manifest:
             _drop_cut_line(self.path)
         new = not self.path.exists() or self.path.stat().st_size == 0
         if not new:
+            self.header = _header(self.path) or self.header  # with REVIEWED_LABEL, maybe
             self._read_sorted()
         self._stream = open(self.path, "a", newline="", **_ENCODING)
         self._writer = csv.writer(self._stream)
@@ -436,7 +444,11 @@ class Manifest:
         for attempt in range(1_000_000):
             path = destination / (MANIFEST if attempt == 0 else f"manifest-{attempt}.csv")
             # One without a whole line: a power cut took the header of a manifest just begun.
-            if not path.exists() or not _has_a_line(path) or _header(path) == self.header:
+            if (
+                not path.exists()
+                or not _has_a_line(path)
+                or _header(path) in (self.header, [*self.header, REVIEWED_LABEL])
+            ):
                 return path
         raise TensorguessError(f"{destination}: no free manifest name")
 
@@ -490,6 +502,7 @@ class Manifest:
             *columns,
             *(f"{s:.5f}" for s in scores),
         ]
+        row += [""] * (len(self.header) - len(row))  # no person's label yet
         self._writer.writerow(row)
         self._stream.flush()
         self.unsynced += 1

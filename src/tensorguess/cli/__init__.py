@@ -16,6 +16,7 @@ from tensorguess.cli import (
     evaluate,
     export,
     guess,
+    review,
     sample_data,
     serve,
     sort,
@@ -24,7 +25,7 @@ from tensorguess.cli import (
 from tensorguess.cli.common import EXIT_BUG, EXIT_INTERRUPTED, EXIT_PROBLEM, say
 from tensorguess.errors import InvalidOption, TensorguessError
 
-COMMANDS = (train, guess, sort, evaluate, export, doctor, sample_data, bench, serve)
+COMMANDS = (train, guess, sort, evaluate, export, doctor, sample_data, bench, serve, review)
 
 
 def build_parser() -> argparse.ArgumentParser:

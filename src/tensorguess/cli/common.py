@@ -17,6 +17,8 @@ EXIT_INTERRUPTED = 130
 # Set by train.sh, guess.sh and guessDir.sh ("bash train.sh"), so that --help and its
 # examples name the command the user typed.
 WRAPPER_VARIABLE = "TENSORGUESS_WRAPPER"
+# The API key of the servers (serve, review) when --api_key is not given.
+API_KEY_VARIABLE = "TENSORGUESS_API_KEY"
 Say = Callable[[str], None]
 
 
@@ -40,6 +42,15 @@ def command_parser(
         prog=program(name),
         allow_abbrev=False,
     )
+
+
+def server_api_key(args: argparse.Namespace) -> str | None:
+    """A server's API key: --api_key, else $TENSORGUESS_API_KEY, else none; an empty one is a
+    bad command line (a key meant and not set would leave the server open)."""
+    key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_VARIABLE)
+    if key is not None and not key.strip():
+        args.command_parser.error(f"the API key (--api_key or ${API_KEY_VARIABLE}) is empty")
+    return key.strip() if key else None
 
 
 def say(text: str) -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import re
 
 from tensorguess.cli.common import (
+    API_KEY_VARIABLE,
     add_debug_flag,
     add_engine_flag,
     add_tf_files,
@@ -14,11 +14,11 @@ from tensorguess.cli.common import (
     positive_int,
     say,
     score,
+    server_api_key,
 )
 from tensorguess.extras import require_extra
 
 NAME = "serve"
-API_KEY_VARIABLE = "TENSORGUESS_API_KEY"
 EPILOG = """example:
   {prog} ./tf_files
 then, from another shell:
@@ -124,9 +124,7 @@ def run(args: argparse.Namespace) -> int:
         args.command_parser.error("--batch_wait_ms must be 0 or more")
     if not re.fullmatch(r"[A-Za-z0-9._-]+", args.name):
         args.command_parser.error(f"--name {args.name!r}: use letters, digits, '.', '_' and '-'")
-    api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_VARIABLE)
-    if api_key is not None and not api_key.strip():
-        args.command_parser.error(f"the API key (--api_key or ${API_KEY_VARIABLE}) is empty")
+    api_key = server_api_key(args)
     require_extra("serve")
     from tensorguess.serve.context import ServeSettings
     from tensorguess.serve.server import serve
@@ -136,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         name=args.name,
-        api_key=api_key.strip() if api_key else None,
+        api_key=api_key,
         max_upload_mb=args.max_upload_mb,
         upload_budget_mb=args.upload_budget_mb,
         read_timeout=args.read_timeout,
