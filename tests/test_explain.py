@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -172,6 +174,27 @@ def test_another_label_is_explained_when_asked_and_an_unknown_one_refused(eviden
 
 
 @pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None, reason=NO_BROWSER)
+def test_guess_and_guessdir_without_explain_load_neither_the_explainer_nor_tensorflow(
+    evidence, tmp_path
+):
+    """Heat maps cost nothing unless asked for: a guess and a sort without --explain import
+    neither quality.explain nor TensorFlow (once the backbone's converted model is cached)."""
+    tensorguess("guess", evidence.tf_files, evidence.photos[0])  # the cache, filled once
+    script = (
+        "import sys\n"
+        "from tensorguess.cli import main\n"
+        f"code = main(['guess', {str(evidence.tf_files)!r}, {str(evidence.photos[0])!r}])\n"
+        f"code += main(['sort', {str(evidence.tf_files)!r}, {str(evidence.photos[0].parent)!r},"
+        f" {str(tmp_path / 'sorted')!r}])\n"
+        "print('LOADED', code, 'tensorguess.quality.explain' in sys.modules,"
+        " 'tensorflow' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    assert result.stdout.splitlines()[-1] == "LOADED 0 False False", result.stderr[-2000:]
+
+
 def test_the_report_shows_each_mistakes_evidence_in_a_browser(evidence, tmp_path):
     """evaluate --report on photos labelled wrongly on purpose: beside each, the evidence
     for the guessed and for the true label, decoded and drawn by a real browser."""
