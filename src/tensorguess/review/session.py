@@ -16,6 +16,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
 
+from tensorguess.data.dataset import LABELS_CSV
 from tensorguess.errors import TensorguessError, first_line
 from tensorguess.files import folder_lock
 from tensorguess.review.actions import KEEP, RELABEL, REMOVE, Ledger, Refused, label_problem
@@ -202,6 +203,14 @@ class Review:
             if action == KEEP:
                 return self._keep(item_id, sha256)
             photo = self.photo(photo_id, sha256)
+            if (self.tf_files / LABELS_CSV).exists():
+                # There a photo's labels are its lines in labels.csv, not its folder: a move
+                # would leave a line naming a photo that is gone, and train.sh refusing it.
+                raise Refused(
+                    400,
+                    f"{self.tf_files / LABELS_CSV} gives the photos their labels: change "
+                    f"{photo_id}'s line there (the review moves photos between label folders)",
+                )
             if action == RELABEL:
                 label = label or ""
                 problem = label_problem(label)
