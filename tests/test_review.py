@@ -368,6 +368,13 @@ def test_the_page_relabels_removes_keeps_undoes_and_trains_again(trained_copy, r
     # kept one is not listed again, and the model was trained on what the page left.
     listed = review.items()
     assert label_issue_photos(listed) == {}
+    # The journal through the API (as OpenAPI describes it), newest first.
+    status, history = review.call("GET", "/api/actions")
+    assert status == 200 and [entry["id"] for entry in history] == [5, 4, 3, 2, 1]
+    assert history[0]["undoes"] == 4 and history[1]["undone_by"] == 5
+    assert history[4]["to"] == str(relabelled) and history[3]["to"] == str(removed)
+    schemas = review.call("GET", "/openapi.json")[1]["components"]["schemas"]
+    assert {"Finding", "JournalEntry", "ActionRequest"} <= set(schemas)
     trained = json.loads((tf_files / "tensorguess.json").read_text())
     assert trained["labels"] == ["circle", "square"]
     assert trained["preset"] == "fast" and trained["testing_percentage"] == 20  # as before

@@ -16,7 +16,7 @@ from typing import Literal
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi_offline import FastAPIOffline
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from tensorguess import __version__, web
 from tensorguess.data.images import UnreadableImage
@@ -72,6 +72,65 @@ class Training(BaseModel):
     new_test_accuracy: float | None
 
 
+class PhotoShown(BaseModel):
+    """A photo of a finding, named by its id (`data/<label>/<name>`, `sorted/<n>/<name>`)."""
+
+    id: str
+    name: str
+    label: str = Field(description="its folder's label, or the model's for a sorted copy")
+    sha256: str = Field(description="its content when listed: send it with an action")
+    where: Literal["data", "sorted"]
+
+
+class ActionTaken(BaseModel):
+    """An action in effect on a finding's photo."""
+
+    id: int
+    action: str
+    photo: str | None
+    to_label: str | None
+    undoes: int | None
+
+
+class Finding(BaseModel):
+    """One finding; the facts beside its photos depend on its kind."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    kind: Literal["label_issue", "near_duplicate", "outlier", "sorted"]
+    photos: list[PhotoShown]
+    actions: list[ActionTaken]
+    suggested: str | None = Field(None, description="label_issue: the label it more likely has")
+    confidence: float | None = Field(None, description="label_issue: how likely")
+    wrong: float | None = Field(None, description="label_issue: how likely its label is wrong")
+    similarity: float | None = Field(None, description="near_duplicate")
+    identical: bool | None = Field(None, description="near_duplicate: the same bytes")
+    across_labels: bool | None = Field(None, description="near_duplicate: under two labels")
+    straddles_train_and_test: bool | None = Field(
+        None, description="near_duplicate: one in the test split, one in training"
+    )
+    novelty: float | None = Field(None, description="outlier: how far from every label")
+    score: float | None = Field(None, description="sorted: the model's best score")
+    unknown: bool | None = Field(None, description="sorted: named unknown- rather than unsure-")
+    dest: str | None = Field(None, description="sorted: the DEST it is in")
+
+
+class JournalEntry(BaseModel):
+    """One action of the journal, with what became of it."""
+
+    id: int
+    at: str
+    action: str
+    photo: str | None
+    label: str | None
+    to_label: str | None
+    undoes: int | None
+    to: str | None = Field(description="where the photo went, once done")
+    failed: str | None = Field(description="why nothing was changed, if so")
+    undone_by: int | None
+
+
 class Items(BaseModel):
     """The list: findings most useful first, with the actions taken on them."""
 
@@ -79,9 +138,9 @@ class Items(BaseModel):
     checking: bool = Field(description="the list is being made again")
     checked_at: float | None
     problem: str | None
-    items: list[dict]
+    items: list[Finding]
     training: Training
-    history: list[dict]
+    history: list[JournalEntry]
 
 
 def create_app(review: Review, api_key: str | None, loopback: bool) -> FastAPI:
@@ -140,7 +199,7 @@ def create_app(review: Review, api_key: str | None, loopback: bool) -> FastAPI:
         return ActionDone(**done)
 
     @app.get("/api/actions", tags=["review"], summary="the journal's latest actions")
-    def history() -> list[dict]:
+    def history() -> list[JournalEntry]:
         return review.ledger.history()
 
     @app.post("/api/undo", tags=["review"], summary="undo the latest action, or the one named")
