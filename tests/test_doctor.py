@@ -233,7 +233,8 @@ def test_doctor_lists_missing_and_extra_labels_of_multi_label_photos(tmp_path):
             os.link(photo, by_folders / "data" / label / photo.name)
     before = _listing(by_folders / "data")
 
-    result = tensorguess("doctor", by_folders, "--multi_label", "--json")
+    page = tmp_path / "checkup.html"
+    result = tensorguess("doctor", by_folders, "--multi_label", "--json", "--report", page)
     found = json.loads(result.stdout)
 
     assert found["multi_label"] and found["label_issues"] == []
@@ -257,6 +258,10 @@ def test_doctor_lists_missing_and_extra_labels_of_multi_label_photos(tmp_path):
     assert f"{photo.name}: " in result.stderr and f" + {label} (" in result.stderr
     assert "Likely extra labels: " in result.stderr
     assert "identical images" not in result.stderr  # not taken for conflicting copies
+    html = page.read_text()
+    assert "<h2>Likely missing labels (" in html and "<h2>Likely extra labels (" in html
+    assert "Likely mislabelled" not in html
+    assert html.count("data:image/jpeg") >= len(missing) + len(extra)
     assert _listing(by_folders / "data") == before
 
     write_labels_csv(by_csv / "labels.csv", given, by_csv / "data")

@@ -142,22 +142,27 @@ class LabelNoise:
     temperature: float
 
 
-def fit_label_noise(distances: np.ndarray, labels: np.ndarray) -> LabelNoise:
+def fit_label_noise(distances: np.ndarray, labels: np.ndarray, priors: bool = True) -> LabelNoise:
     """The temperature and noise rate under which the given `labels` are likeliest, and each
-    photo's posterior over its true label (the module's docstring says the model)."""
+    photo's posterior over its true label (the module's docstring says the model).
+    `priors`: weigh each label by its share of the photos (Bayes' rule for a Gaussian
+    classifier's distances; not for logits that hold them already)."""
     count, rows = distances.shape[1], np.arange(len(labels))
     if count < 2:
         return LabelNoise(np.ones_like(distances), np.zeros(len(labels)), 0.0, 1.0)
+    # Without them a small label (22 hats among 1,292 clothes) drew look-alike photos of the
+    # large ones: listed photos were flipped 73% of the time on clothing-extra, 74% with.
+    shares = np.log(np.maximum(np.bincount(labels, minlength=count), 1)) if priors else 0.0
     rates = NOISE_RATES[None, :]
     best = (np.inf, 1.0, 0.0)
     for temperature in TEMPERATURES:
-        true = _softmax(-0.5 * distances / temperature)[rows, labels][:, None]
+        true = _softmax(-0.5 * distances / temperature + shares)[rows, labels][:, None]
         given = (1 - rates) * true + rates / (count - 1) * (1 - true)
         losses = -np.log(given + _TINY).mean(axis=0)
         if losses.min() < best[0]:
             best = (losses.min(), temperature, float(NOISE_RATES[losses.argmin()]))
     _, temperature, rate = best
-    true = _softmax(-0.5 * distances / temperature)
+    true = _softmax(-0.5 * distances / temperature + shares)
     # Times P(given label | true label): 1 - rate for itself, rate shared by the others.
     posterior = true * (rate / (count - 1))
     posterior[rows, labels] = true[rows, labels] * (1 - rate)

@@ -384,18 +384,37 @@ def _checkup_html(checkup: Checkup) -> list[str]:
             for label, count in checkup.counts.items()
         ),
         "</table>",
-        f"<h2>Likely mislabelled ({len(checkup.label_issues)})</h2>",
     ]
-    _gallery(
-        parts,
-        checkup.label_issues,
-        [
-            f'<figure class="mistake">{_picture(issue.path, issue.label)}<figcaption>'
-            f"labelled <b>{escape(issue.label)}</b>, likely <b>{escape(issue.suggested)}</b> "
-            f"({issue.confidence:.2f})<br>{name(issue.path)}</figcaption></figure>"
-            for issue in checkup.label_issues[:MOST_THUMBNAILS]
-        ],
-    )
+    if checkup.multi_label:
+        for kind, sign, changes in (
+            ("missing", "+", checkup.missing_labels),
+            ("extra", "-", checkup.extra_labels),
+        ):
+            parts.append(f"<h2>Likely {kind} labels ({len(changes)})</h2>")
+            _gallery(
+                parts,
+                changes,
+                [
+                    f'<figure class="mistake">{_picture(change.path, " ".join(change.labels))}'
+                    f"<figcaption>labelled <b>{escape(' '.join(change.labels) or 'nothing')}"
+                    f"</b> {sign} <b>{escape(change.label)}</b> ({change.wrong:.2f})<br>"
+                    f"{name(change.path)}</figcaption></figure>"
+                    for change in changes[:MOST_THUMBNAILS]
+                ],
+            )
+    else:
+        parts.append(f"<h2>Likely mislabelled ({len(checkup.label_issues)})</h2>")
+        _gallery(
+            parts,
+            checkup.label_issues,
+            [
+                f'<figure class="mistake">{_picture(issue.path, issue.label)}<figcaption>'
+                f"labelled <b>{escape(issue.label)}</b>, likely "
+                f"<b>{escape(issue.suggested)}</b> ({issue.confidence:.2f})<br>"
+                f"{name(issue.path)}</figcaption></figure>"
+                for issue in checkup.label_issues[:MOST_THUMBNAILS]
+            ],
+        )
     parts.append(f"<h2>Near-duplicates ({len(checkup.near_duplicates)} pairs)</h2>")
     figures = []
     for pair in checkup.near_duplicates[:MOST_THUMBNAILS]:
