@@ -475,6 +475,9 @@ def test_bad_requests_get_a_4xx_and_one_line_and_change_nothing(trained_copy, re
     issues = [item for item in listed["items"] if item["kind"] == "label_issue"]
     photo, other, third = (item["photos"][0] for item in issues)
     (copy,) = (item["photos"][0] for item in listed["items"] if item["kind"] == "sorted")
+    # The server's terminal holds its own lines only (TensorFlow's start-up notices muted).
+    for line in review.log.read_text().splitlines():
+        assert line.startswith(("Reviewing ", "tensorguess review: ")), line
     before, manifest = contents(tf_files), manifest_rows(dest)
 
     def refused(status, answer, code, *words):
