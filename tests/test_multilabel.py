@@ -133,6 +133,11 @@ def test_train_says_why_it_is_multi_label_and_reports_what_multi_label_users_rea
     page = (tf_files / "report.html").read_text()
     assert "Precision and recall per label" in page and "Worst misses" in page
     assert (tf_files / "precision_recall.png").exists()
+    # The data check at the end reads the photos as multi-label: no "conflicting" labels,
+    # missing and extra labels instead of "likely mislabelled" (the labels here are right).
+    check = result.stdout.split("Data check", 1)[1]
+    assert "Likely missing labels: 0" in check and "Likely extra labels: 0" in check, check
+    assert "Likely mislabelled" not in check
 
 
 def test_the_2016_contract_holds_with_a_sigmoid_per_label(model, fresh):

@@ -139,7 +139,7 @@ def _train(
     classifier, evaluation = _evaluate(
         tf_files, data, None if engines.int8 else options.engine, say
     )
-    checkup = None if task.multi_label else _check_data(scan, features, say)
+    checkup = _check_data(scan, features, say, task.multi_label)
     if options.summaries_dir:
         from tensorguess.quality.report import write_summaries
 
@@ -496,12 +496,13 @@ def _fit_novelty(backbone, splits: dict, photos: dict, fine_tuned: bool, engine:
     return novelty
 
 
-def _check_data(scan: Scan, features, say) -> Checkup:
+def _check_data(scan: Scan, features, say, multi_label: bool) -> Checkup:
     """doctor.py's check of the photos, on their cached features, summarised in the log."""
     from tensorguess.quality.doctor import check_photos
 
     rows = np.flatnonzero(features.ok)
-    checkup = check_photos([scan.images[row] for row in rows], scan.labels, features.vectors[rows])
+    images = [scan.images[row] for row in rows]
+    checkup = check_photos(images, scan.labels, features.vectors[rows], multi_label=multi_label)
     say("Data check (tensorguess doctor TF_FILES lists everything):")
     for line in checkup.summary_lines(FINDINGS_SHOWN):
         say(f"  {line}")
