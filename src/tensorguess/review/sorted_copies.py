@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tensorguess.classify.sort import COPIES, MANIFEST_COLUMNS, REVIEWED_LABEL, UNKNOWN, UNSURE
-from tensorguess.files import sync_directory
+from tensorguess.files import sync_directory, write_bytes_atomic
 
 _ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}  # the manifest's own
-_REWRITING = ".review-"  # the prefix of a manifest being rewritten, beside it
 
 
 @dataclass(frozen=True)
@@ -105,10 +104,7 @@ def record_reviewed(manifest: Path, destination: str, sha256: str, label: str) -
         return
     for row in matching:
         row[column] = label
-    rewritten = manifest.with_name(_REWRITING + manifest.name)
-    with open(rewritten, "w", newline="", **_ENCODING) as stream:
-        csv.writer(stream).writerows(rows)
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(rewritten, manifest)
+    text = io.StringIO(newline="")
+    csv.writer(text).writerows(rows)
+    write_bytes_atomic(manifest, text.getvalue().encode(**_ENCODING))
     sync_directory(manifest.parent)
