@@ -577,3 +577,22 @@ def test_review_listens_beyond_loopback_only_with_an_api_key(tmp_path):
     )
     one_line_error(result, "refusing to listen beyond this machine without an API key")
     shutil.rmtree(tmp_path / "data")
+
+
+def test_a_relabelled_photo_never_replaces_one_of_the_same_name(tmp_path):
+    """Moving data/circle/x.jpg into a data/square/ that holds another x.jpg keeps both: the
+    moved one takes the next counted name, and the move finished again (a replay after a
+    kill) finds it there rather than moving anything twice."""
+    from tensorguess.review.moves import complete_move
+
+    source = tmp_path / "data" / "circle" / "x.jpg"
+    there = tmp_path / "data" / "square" / "x.jpg"
+    for path, data in ((source, b"the circle photo"), (there, b"the square photo")):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(data)
+    digest = hashlib.sha256(b"the circle photo").hexdigest()
+    moved = complete_move(source, there.parent, "x.jpg", digest)
+    assert moved == there.with_name("x-1.jpg") and moved.read_bytes() == b"the circle photo"
+    assert there.read_bytes() == b"the square photo" and not source.exists()
+    assert complete_move(source, there.parent, "x.jpg", digest) == moved
+    assert sorted(path.name for path in there.parent.iterdir()) == ["x-1.jpg", "x.jpg"]
