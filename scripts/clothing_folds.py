@@ -7,7 +7,9 @@
 Each fold holds out a fifth of the photos (by a hash of their content) for the test, an
 eighth of the rest for validation, and trains on the remainder: the head on cached features,
 then fine-tuning as `train.sh` does it. Prints each fold's test accuracy and the mean with
-its spread. Features are cached in WORK (default /tmp/tensorguess-folds).
+its spread. Features are cached in WORK (default /tmp/tensorguess-folds), and so is the
+frozen blocks' output of every photo (and of its mirror image, for --flip_average), which
+every fold and every later run with the same backbone, size and blocks reuses.
 """
 
 from __future__ import annotations
@@ -36,9 +38,12 @@ def main() -> None:
     parser.add_argument(
         "--flip_left_right", action="store_true", help="fine-tune on mirror images too"
     )
+    parser.add_argument("--crop", type=int, default=0, help="fine-tuning's window crop")
     parser.add_argument("--folds", default="0,1,2,3,4")
     parser.add_argument("--work", type=Path, default=Path("/tmp/tensorguess-folds"))
     args = parser.parse_args()
+    if args.flip_average and not args.blocks:
+        parser.error("--flip_average averages the fine-tuned model's scores: give --blocks")
 
     from tensorguess.quiet import import_tensorflow_quietly
 
@@ -46,9 +51,14 @@ def main() -> None:
     import tensorflow as tf
 
     from tensorguess.data.dataset import scan_data
-    from tensorguess.data.images import pixel_batches
     from tensorguess.features.backbones import get_backbone
     from tensorguess.features.bottlenecks import cached_features
+    from tensorguess.features.boundaries import (
+        StoredBoundaries,
+        bottom_runner,
+        split_backbone,
+        store_boundaries,
+    )
     from tensorguess.training.fine_tune import LabelledPaths, fine_tune
     from tensorguess.training.head import SplitData, train_head
     from tensorguess.training.options import DistortionOptions, FineTuneOptions, HeadOptions
@@ -61,12 +71,29 @@ def main() -> None:
     def fold_of(digest: str, salt: str) -> int:
         return int(hashlib.sha256(f"{salt}:{digest}".encode()).hexdigest(), 16)
 
+    pretrained = get_backbone(args.backbone, args.image_size)
     features = cached_features(
-        get_backbone(args.backbone, args.image_size),
-        paths,
-        args.work,
-        digests=[i.digest for i in scan.images],
+        pretrained, paths, args.work, digests=[i.digest for i in scan.images]
     ).vectors
+    photos = hashlib.sha256("".join(i.digest for i in scan.images).encode()).hexdigest()[:12]
+
+    def boundaries(mirror: bool) -> StoredBoundaries:
+        """Every photo's frozen blocks' output, kept in WORK for later runs."""
+        name = f"{pretrained.cache_key}-top{args.blocks}-{photos}{'-mirror' if mirror else ''}"
+        file = args.work / "boundaries" / f"{name}.npy"
+        if file.exists():
+            return StoredBoundaries(np.load(file, mmap_mode="r"))
+        file.parent.mkdir(parents=True, exist_ok=True)
+        run = bottom_runner(pretrained, args.blocks, None)
+        size = pretrained.image_size
+        partial = file.with_suffix(".partial.npy")
+        stored = store_boundaries(run, paths, size, partial, mirror=mirror)
+        stored.values.flush()
+        partial.rename(file)
+        return StoredBoundaries(np.load(file, mmap_mode="r"))
+
+    stored = boundaries(False) if args.blocks else None
+    mirrored = boundaries(True) if args.blocks and args.flip_average else None
     accuracies = []
     for fold in (int(f) for f in args.folds.split(",")):
         started = time.monotonic()
@@ -93,26 +120,34 @@ def main() -> None:
                 backbone,
                 head,
                 head_options,
-                *(LabelledPaths([paths[i] for i in rows[n]], labels[rows[n]]) for n in rows),
+                *(
+                    LabelledPaths([paths[i] for i in rows[n]], labels[rows[n]], rows[n])
+                    for n in rows
+                ),
                 DistortionOptions(flip_left_right=args.flip_left_right),
                 FineTuneOptions(
                     blocks=args.blocks,
                     epochs=args.epochs,
                     learning_rate=args.learning_rate,
                     mixup=args.mixup,
+                    crop=args.crop,
                 ),
                 say=lambda _: None,
+                stored=stored,
             )
-        test = [paths[i] for i in rows["test"]]
-        scores = []
-        for pixels, _ in pixel_batches(test, backbone.image_size, 32):
-            pixels = tf.cast(pixels, tf.float32)
-            batch = head.probabilities(backbone.features(pixels).numpy())
-            if args.flip_average:
-                mirrored = backbone.features(tf.reverse(pixels, axis=[2])).numpy()
-                batch = (batch + head.probabilities(mirrored)) / 2
-            scores.append(batch)
-        accuracy = float((np.concatenate(scores).argmax(1) == labels[rows["test"]]).mean())
+            scores = head.test_scores
+            if mirrored is not None:
+                _, top = split_backbone(backbone, args.blocks)
+                tuned = np.concatenate(
+                    [
+                        top(tf.constant(mirrored.values[rows["test"][start : start + 64]]))
+                        for start in range(0, len(rows["test"]), 64)
+                    ]
+                )
+                scores = (scores + head.probabilities(tuned)) / 2
+        else:
+            scores = head.probabilities(features[rows["test"]])
+        accuracy = float((scores.argmax(1) == labels[rows["test"]]).mean())
         accuracies.append(accuracy)
         print(f"fold {fold}: {100 * accuracy:.1f}% ({time.monotonic() - started:.0f} s)")
     print(

@@ -134,13 +134,14 @@ def test_mirror_images_are_fine_tuned_from_stored_boundaries_not_a_backbone_per_
     head_options = HeadOptions(epochs=3)
     head = train_head(*(split[1] for split in splits), 2, head_options, say=lambda _: None)
     stored = []
-    store = module._store_boundaries
+    store = module.store_boundaries
 
     def remember(run, paths, size, file, mirror=False):
-        stored.append((list(paths), mirror, store(run, paths, size, file, mirror).copy()))
-        return stored[-1][2]
+        kept = store(run, paths, size, file, mirror)
+        stored.append((list(paths), mirror, kept.values.copy()))
+        return kept
 
-    monkeypatch.setattr(module, "_store_boundaries", remember)
+    monkeypatch.setattr(module, "store_boundaries", remember)
     monkeypatch.setattr(module, "distort", lambda *a: pytest.fail("a photo distorted afresh"))
     lines = []
     tuned = module.fine_tune(
@@ -161,7 +162,7 @@ def test_mirror_images_are_fine_tuned_from_stored_boundaries_not_a_backbone_per_
 
     # The stored mirror boundaries are the bottom's output on the mirrored pixels.
     pixels = next(pixel_batches(train_paths[:4], 64, 4))[0]
-    run = module._bottom_runner(backbone, module.split_backbone(backbone, 1)[0], 1, "tensorflow")
+    run = module.bottom_runner(backbone, 1, "tensorflow")
     expected = run(np.ascontiguousarray(pixels[:, :, ::-1]))
     np.testing.assert_allclose(mirrors[:4], expected, atol=1e-4 * np.abs(expected).max())
     assert np.abs(stored[0][2][:4] - expected).max() > 0.1 * np.abs(expected).max()

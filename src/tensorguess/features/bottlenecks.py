@@ -27,8 +27,7 @@ from tensorguess.features.engines import (
     INT8_NEEDS_PHOTOS,
     cached_runner,
     engine_precision,
-    freeze_pixels_function,
-    graph_runner,
+    function_runner,
     resolved_engine,
     run_ahead,
 )
@@ -152,17 +151,9 @@ def features_runner(
         if calibration is None:
             raise TensorguessError(INT8_NEEDS_PHOTOS)
         cache_key = f"{cache_key}-{INT8}-{calibration.digest[:16]}"
-    cached = cached_runner(cache_key, engine)
-    if cached is not None:
-        return cached[:2]
-    graph_def, input_name, output_name = freeze_pixels_function(
-        backbone.features, backbone.image_size
-    )
     size = backbone.image_size
-    return graph_runner(
-        graph_def,
-        input_name,
-        output_name,
+    return function_runner(
+        backbone.features,
         (size, size, 3),
         engine,
         cache_key=cache_key,
@@ -237,10 +228,7 @@ def tuned_features(
     photos that can still be read, in order.
     """
     size = backbone.image_size
-    graph_def, input_name, output_name = freeze_pixels_function(backbone.features, size)
-    extract, _ = graph_runner(
-        graph_def, input_name, output_name, (size, size, 3), engine, whole_pixels=True
-    )
+    extract, _ = function_runner(backbone.features, (size, size, 3), engine, whole_pixels=True)
     rows = [np.zeros((0, backbone.feature_dim), np.float32)]
     for _, batch, reasons in compute_features(
         backbone, paths, label=label, engine=engine, extract=extract

@@ -2,10 +2,11 @@
 
 Fine-tuning changes the features themselves, so the feature cache cannot serve it. The
 frozen bottom of the backbone does not change, though: unless photos are distorted afresh
-at every step, its output for each photo (the "boundary") is computed once, on the engine
-that computes the features (OpenVINO on a CPU, in the precision the exported model will run
-in), kept in a temporary file, and every epoch runs only the top blocks on it: several
-times faster than running the whole backbone each epoch. With distortions, every epoch
+at every step, its output for each photo (the "boundary", features/boundaries.py) is
+computed once (by the training run, in the same pass as the features; else here), and
+every epoch runs only the top blocks on it: several times faster than running the whole
+backbone each epoch. The tuned features of the training and validation photos, which the
+novelty score is fitted on, come from the same boundaries. With distortions, every epoch
 decodes every training photo, distorts it and runs the whole backbone on it. It starts from
 the head trained on cached features, and keeps the weights of its best validation epoch (the
 starting point included), so it never ends worse on validation than it began. The
@@ -22,16 +23,24 @@ one device gives with the global batch, up to float noise (tested on two logical
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from tensorguess.data.dataset import TRAIN, VALIDATION
 from tensorguess.data.images import pixel_batches
 from tensorguess.errors import TensorguessError
 from tensorguess.features.backbones import Backbone
+from tensorguess.features.boundaries import (
+    StoredBoundaries,
+    bottom_runner,
+    split_backbone,
+    split_model,
+    store_boundaries,
+)
 from tensorguess.training.augment import distort
 from tensorguess.training.head import (
     Say,
@@ -45,43 +54,15 @@ from tensorguess.training.options import DistortionOptions, FineTuneOptions, Hea
 
 @dataclass
 class LabelledPaths:
-    """Photos of one split and their true labels (as `Task.truth` gives them)."""
+    """Photos of one split and their true labels (as `Task.truth` gives them); `rows`: where
+    their boundaries are in the `StoredBoundaries` handed to `fine_tune`, if any."""
 
     paths: Sequence[Path]
     labels: np.ndarray
+    rows: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
-
-
-def split_backbone(backbone: Backbone, blocks: int) -> tuple[keras.Model, keras.Model]:
-    """(frozen bottom, trainable top): the top is the last `blocks` blocks and the head conv.
-
-    Both share the backbone model's layers, so training the top changes the backbone.
-    """
-    return _split(getattr(backbone, "model", None), blocks, backbone.name)
-
-
-def _split(model, blocks: int, name: str) -> tuple[keras.Model, keras.Model]:
-    layers = model.layers if isinstance(model, keras.Model) else []
-    indices = sorted(
-        {int(layer.name[5:].split("_")[0]) for layer in layers if layer.name[:5] == "block"}
-    )
-    if not indices:
-        raise TensorguessError(
-            f"--fine_tune works with the efficientnet_lite backbones only, not {name}"
-        )
-    if not 1 <= blocks < len(indices):
-        raise TensorguessError(
-            f"--fine_tune_blocks must be between 1 and {len(indices) - 1} for this backbone"
-        )
-    last_frozen = indices[-blocks - 1]
-    names = {layer.name for layer in model.layers}
-    cut = f"block{last_frozen}_add"
-    if cut not in names:
-        cut = f"block{last_frozen}_project_conv"
-    boundary = model.get_layer(cut).output
-    return keras.Model(model.input, boundary), keras.Model(boundary, model.output)
 
 
 def fine_tune(
@@ -97,11 +78,16 @@ def fine_tune(
     say: Say = print,
     devices: Sequence[str] | None = None,
     engine: str | None = None,
+    stored: StoredBoundaries | None = None,
+    tuned_features: bool = False,
 ) -> TrainedHead:
     """Fine-tune the top `options.blocks` blocks and the head; return the new head.
 
     `devices` to train on (default: every local GPU); with fewer than two, the one device.
-    `engine` computes the frozen bottom's output (as `engines.resolved_engine` reads it).
+    `engine` computes the frozen bottom's output (as `engines.resolved_engine` reads it),
+    unless `stored` holds it already (each split's `rows` say where). `tuned_features`: the
+    head also carries the tuned features of the training and validation photos
+    (`TrainedHead.tuned_features`), when boundaries were stored rather than distorted afresh.
     """
     import tensorflow as tf
 
@@ -117,7 +103,7 @@ def fine_tune(
         if replicas > 1:  # mirrored on every device; copied back into the backbone at the end
             model = keras.models.clone_model(model, clone_function=_synchronized)
             model.set_weights(backbone.model.get_weights())
-        _, top = _split(model, options.blocks, backbone.name)
+        _, top = split_model(model, options.blocks, backbone.name)
         classifier = build_head(backbone.feature_dim, num_classes, head_options, task)
         classifier.set_weights([array for layer in head.layers for array in layer])
         optimizer = keras.optimizers.Adam(
@@ -178,16 +164,20 @@ def fine_tune(
         return loss, scores, labels
 
     @tf.function(reduce_retracing=True)
+    def features_of(boundary):
+        return top(boundary, training=False)
+
+    @tf.function(reduce_retracing=True)
     def scores_of(boundary):
-        return classifier(top(boundary, training=False), training=False)
+        return classifier(features_of(boundary), training=False)
 
     rng = np.random.default_rng(seed)
     scratch = tempfile.TemporaryDirectory(prefix="tensorguess-fine-tune-")
-    boundaries: dict[int, np.ndarray] = {}
+    boundaries: dict[int, np.ndarray | _Rows] = {}
     mirrors: np.ndarray | None = None  # the training photos' mirror images' boundaries
     # Mirroring is the one distortion whose views can be stored: two per photo.
     stores_mirrors = distortions.mirrors_only
-    runs_bottom_each_epoch = distortions.distorts and not stores_mirrors
+    runs_bottom_each_epoch = distortions.alters_pixels
 
     def batches(split: LabelledPaths, order: np.ndarray, training: bool) -> Iterator:
         """(boundary batch, rows of `split`) in `order`: from the stored boundaries (in
@@ -228,12 +218,22 @@ def fine_tune(
         loss = float(loss_function(task.targets(split.labels, num_classes), scores))
         return loss, task.metric(scores, split.labels), scores
 
+    def split_features(split: LabelledPaths) -> np.ndarray:
+        """The split's features by the tuned backbone, from its stored boundaries."""
+        parts = [
+            features_of(boundary).numpy()
+            for boundary, _ in batches(split, np.arange(len(split)), training=False)
+        ]
+        return np.concatenate(parts) if parts else np.zeros((0, backbone.feature_dim), np.float32)
+
     def train_epoch() -> tuple[float, float]:
         total_loss = 0.0
         seen: list[tuple[np.ndarray, np.ndarray]] = []
         for boundary, rows in batches(train, rng.permutation(len(train)), training=True):
             if len(rows) < replicas:
                 continue  # a last handful too few to share out: shuffled in next epoch
+            if options.crop:
+                boundary = _window(rng, boundary, options.crop)
             loss, scores, labels = step(boundary, train.labels[rows])
             total_loss += float(loss) * len(rows)
             seen.append((np.asarray(scores), labels))
@@ -262,15 +262,18 @@ def fine_tune(
     monitored = validation if len(validation) else train
     with scratch:
         if not runs_bottom_each_epoch:
-            run_bottom = _bottom_runner(backbone, frozen, options.blocks, engine)
+            run_bottom = None
             for number, split in enumerate((train, validation, test)):
-                boundaries[id(split)] = _store_boundaries(
-                    run_bottom, split.paths, size, Path(scratch.name) / f"{number}.npy"
-                )
+                if stored is not None and split.rows is not None:
+                    boundaries[id(split)] = _Rows(stored.values, split.rows)
+                    continue
+                run_bottom = run_bottom or bottom_runner(backbone, options.blocks, engine)
+                file = Path(scratch.name) / f"{number}.npy"
+                boundaries[id(split)] = store_boundaries(run_bottom, split.paths, size, file).values
             if stores_mirrors:
-                mirrors = _store_boundaries(
-                    run_bottom, train.paths, size, Path(scratch.name) / "mirrored.npy", True
-                )
+                run_bottom = run_bottom or bottom_runner(backbone, options.blocks, engine)
+                file = Path(scratch.name) / "mirrored.npy"
+                mirrors = store_boundaries(run_bottom, train.paths, size, file, mirror=True).values
         epochs = run_epochs(
             options.epochs,
             train_epoch,
@@ -297,6 +300,11 @@ def fine_tune(
             task=task,
         )
         _, accuracy, tuned.test_scores = measure(test)
+        if tuned_features and not runs_bottom_each_epoch:
+            tuned.tuned_features = {
+                TRAIN: split_features(train),
+                VALIDATION: split_features(validation),
+            }
         boundaries.clear()  # memory maps of files about to be removed
         mirrors = None
     tuned.test_accuracy = accuracy if len(test) else None
@@ -323,31 +331,28 @@ def _synchronized(layer: keras.layers.Layer) -> keras.layers.Layer:
     return layer.__class__.from_config(config)
 
 
-def _bottom_runner(backbone: Backbone, bottom: keras.Model, blocks: int, engine: str | None):
-    """`run(pixels uint8 [B, S, S, 3]) -> boundaries` of the frozen bottom, on the engine
-    that computes the features (OpenVINO on a CPU: several times TensorFlow's speed, and the
-    precision the exported model will run in). The bottom keeps its pretrained weights, so
-    its converted model is cached like the backbone's."""
-    from tensorguess.features.engines import cached_runner, freeze_pixels_function, graph_runner
+@dataclass
+class _Rows:
+    """The rows of `values` that one split's photos have, indexed like the split itself."""
 
-    cache_key = f"bottom-{backbone.cache_key}-top{blocks}"
-    cached = cached_runner(cache_key, engine)
-    if cached is not None:
-        return cached[0]
-    size = backbone.image_size
-    graph_def, input_name, output_name = freeze_pixels_function(
-        lambda pixels: bottom(backbone.preprocess(pixels), training=False), size
-    )
-    run, _ = graph_runner(
-        graph_def,
-        input_name,
-        output_name,
-        (size, size, 3),
-        engine,
-        cache_key=cache_key,
-        whole_pixels=True,
-    )
-    return run
+    values: np.ndarray
+    rows: np.ndarray
+
+    def __getitem__(self, index: np.ndarray) -> np.ndarray:
+        return self.values[self.rows[index]]
+
+
+def _window(rng: np.random.Generator, boundary: np.ndarray, crop: int) -> np.ndarray:
+    """A random window of the batch's boundaries, `crop` positions narrower and shorter
+    (the same window for the whole batch, so every step has one shape)."""
+    height, width = boundary.shape[1:3]
+    if crop >= min(height, width):
+        raise TensorguessError(
+            f"--fine_tune_crop must be below {min(height, width)}: the frozen blocks' output "
+            f"is {height}x{width} here"
+        )
+    top, left = rng.integers(0, crop + 1, size=2)
+    return boundary[:, top : top + height - crop, left : left + width - crop]
 
 
 def _mixed(
@@ -369,29 +374,3 @@ def _mixed(
 
     larger = labels if share >= 0.5 else labels[other]
     return mix(boundary), mix(targets), mix(photo_weights), larger
-
-
-def _store_boundaries(
-    run_bottom: Callable, paths: Sequence[Path], size: int, file: Path, mirror: bool = False
-) -> np.ndarray:
-    """The frozen bottom's output for every photo (its mirror image with `mirror`), in a
-    file mapped into memory.
-
-    On disk rather than in memory: 37 KB a photo for Lite0's top 4 blocks, 140 KB for Lite2's,
-    so a hundred thousand photos would not fit in every machine's memory.
-    """
-    from tensorguess.features.engines import run_ahead
-
-    stored = None
-    start = 0
-    batches = pixel_batches(paths, size, 64)
-    if mirror:
-        batches = ((np.ascontiguousarray(pixels[:, :, ::-1]), why) for pixels, why in batches)
-    for boundary, _ in run_ahead(run_bottom, batches):
-        if stored is None:
-            stored = np.lib.format.open_memmap(
-                file, mode="w+", dtype=np.float32, shape=(len(paths), *boundary.shape[1:])
-            )
-        stored[start : start + len(boundary)] = boundary
-        start += len(boundary)
-    return stored if stored is not None else np.zeros((0,), np.float32)

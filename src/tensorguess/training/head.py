@@ -46,6 +46,8 @@ class TrainedHead:
 
     `test_scores` [N, labels] are the scores of the test photos, for the evaluation;
     `test_accuracy` the task's figure on them (accuracy, or micro-F1 at 0.5).
+    `tuned_features`: after fine-tuning, the features the tuned backbone gives the
+    training and validation photos ("train", "validation"), when it could compute them.
     """
 
     layers: list[tuple[np.ndarray, np.ndarray]]
@@ -55,6 +57,7 @@ class TrainedHead:
     history: dict[str, list[float]] = field(default_factory=dict)
     test_scores: np.ndarray | None = None
     task: Task = SINGLE
+    tuned_features: dict[str, np.ndarray] | None = None
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """Scores for a batch of features (numpy; for evaluation and tests)."""

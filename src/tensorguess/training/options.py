@@ -148,15 +148,17 @@ class DistortionOptions:
     @property
     def distorts(self) -> bool:
         """Whether a distorted photo can differ from the photo at all."""
-        return self.flip_left_right or self._alters_pixels
+        return self.flip_left_right or self.alters_pixels
 
     @property
     def mirrors_only(self) -> bool:
         """Whether the one distortion is the mirror image: two views of a photo, no more."""
-        return self.flip_left_right and not self._alters_pixels
+        return self.flip_left_right and not self.alters_pixels
 
     @property
-    def _alters_pixels(self) -> bool:
+    def alters_pixels(self) -> bool:
+        """Whether a crop, scale or brightness change makes views too many to store: each
+        epoch of fine-tuning then distorts every photo afresh."""
         return any((self.random_crop, self.random_scale, self.random_brightness))
 
     @property
@@ -197,6 +199,13 @@ class FineTuneOptions:
         "weights drawn from Beta(a, a); 0: off",
         RATE,
         flag="fine_tune_mixup",
+    )
+    crop: int = setting(
+        0,
+        "train on random windows of the frozen blocks' output this many positions narrower "
+        "and shorter (a random crop, and a cheaper step); the whole at test time. 0: off",
+        COUNT,
+        flag="fine_tune_crop",
     )
     batch_size: int = setting(32, "", POSITIVE)
 
@@ -283,6 +292,8 @@ class TrainingOptions:
                 extras = f", distorted ({self.distortions.settings()})"
             if tune.mixup:
                 extras += f", mixup {tune.mixup:g}"
+            if tune.crop:
+                extras += f", windows {tune.crop} positions smaller"
             lines.append(
                 (
                     "fine-tuning",

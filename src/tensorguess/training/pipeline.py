@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -95,38 +96,47 @@ def train_classifier(tf_files: Path, options: TrainingOptions, say=print) -> Tra
 
     import_tensorflow_quietly()  # after the lock and the scan: the slow part starts here
     try:
-        return _train(tf_files, options, scan, say, started, compute)
+        with tempfile.TemporaryDirectory(prefix="tensorguess-train-") as scratch:
+            return _train(tf_files, options, scan, say, started, Path(scratch), compute)
     finally:
         if compute is not None:
             compute.cluster.close()
 
 
 def _train(
-    tf_files: Path, options: TrainingOptions, scan: Scan, say, started: float, compute=None
+    tf_files: Path,
+    options: TrainingOptions,
+    scan: Scan,
+    say,
+    started: float,
+    scratch: Path,
+    compute=None,
 ) -> TrainingSummary:
-    """The steps of a training run, in order, each a function of its own below."""
+    """The steps of a training run, in order, each a function of its own below; `scratch`
+    holds what lives only as long as the run (the frozen blocks' output)."""
     from tensorguess.features.backbones import get_backbone
     from tensorguess.features.engines import engine_precision
 
     backbone = get_backbone(options.backbone, options.image_size)
     if options.fine_tune.enabled:
-        from tensorguess.training.fine_tune import split_backbone
+        from tensorguess.features.boundaries import split_backbone
 
         split_backbone(backbone, options.fine_tune.blocks)  # refuse now, not after the features
     engines = _Engines.of(options.engine, compute)
     calibration = _calibration(scan) if engines.int8 else None
     cache_root = options.bottleneck_dir or tf_files / BOTTLENECK_DIR
-    features = _features(backbone, scan, cache_root, engines, compute, calibration, say)
+    stored = _frozen_blocks(backbone, scan, options, engines, compute, scratch)
+    features = _features(
+        backbone, scan, cache_root, engines, compute, calibration, say, stored, options
+    )
     task: Task = MultiLabel() if scan.multi_label else SINGLE
     data = _split_features(tf_files, scan, features, task)
     if options.distortions.enabled:
         _distorted_views(backbone, data, cache_root, options, engines, compute, calibration, say)
     head = _train_head(data, scan.labels, options, say, task)
     if options.fine_tune.enabled:
-        head = _fine_tune(backbone, head, data, options, engines.tuning, say)
-    novelty = _fit_novelty(
-        backbone, data.splits, data.photos, options.fine_tune.enabled, engines.tuning, say
-    )
+        head = _fine_tune(backbone, head, data, options, engines.tuning, say, stored)
+    novelty = _fit_novelty(backbone, data, head, options.fine_tune.enabled, engines.tuning, say)
     precision = engine_precision(engines.tuning)
     exported = _export(tf_files, backbone, head, novelty, scan.labels, precision, data, options)
     outputs = [exported.graph, exported.labels, exported.saved_model, exported.metadata]
@@ -200,10 +210,12 @@ class _Engines:
 @dataclass
 class _TrainingData:
     """The features and true labels of each split (`splits`), their photos in the same
-    order, the labels in output order, and the task."""
+    order and those photos' rows in the scan (`rows`), the labels in output order, and the
+    task."""
 
     splits: dict
     photos: dict
+    rows: dict
     labels: list[str]
     task: Task = SINGLE
 
@@ -226,9 +238,47 @@ def _calibration(scan: Scan):
     )
 
 
-def _features(backbone, scan: Scan, cache_root: Path, engines, compute, calibration, say):
-    """Every photo's features, from the cache where they are, computed where not."""
+def _frozen_blocks(
+    backbone, scan: Scan, options: TrainingOptions, engines: _Engines, compute, scratch: Path
+):
+    """The output of the blocks that fine-tuning leaves frozen, for every photo, when
+    fine-tuning will train on it and the features can be finished from it (boundaries.py):
+    one pass of the bottom of the backbone serves both. None otherwise (no fine-tuning,
+    photos distorted afresh each epoch, features computed elsewhere or in int8)."""
+    tune = options.fine_tune
+    if not tune.enabled or options.distortions.alters_pixels or compute or engines.int8:
+        return None
+    from tensorguess.features.boundaries import bottom_runner, store_boundaries
+
+    return store_boundaries(
+        bottom_runner(backbone, tune.blocks, engines.tuning),
+        [image.path for image in scan.images],
+        backbone.image_size,
+        scratch / "boundaries.npy",
+        label="Frozen blocks",
+    )
+
+
+def _features(
+    backbone,
+    scan: Scan,
+    cache_root: Path,
+    engines,
+    compute,
+    calibration,
+    say,
+    stored=None,
+    options: TrainingOptions | None = None,
+):
+    """Every photo's features, from the cache where they are, computed where not: from the
+    `stored` boundaries by the pretrained top blocks (`options.fine_tune.blocks`) if given."""
     from tensorguess.features.bottlenecks import cached_features
+
+    if stored is not None and options is not None:
+        from tensorguess.features.boundaries import FeaturesFromBoundaries, top_runner
+
+        run_top = top_runner(backbone, options.fine_tune.blocks, engines.tuning)
+        compute = FeaturesFromBoundaries(stored, [image.path for image in scan.images], run_top)
 
     features = cached_features(
         backbone,
@@ -247,9 +297,10 @@ def _split_features(tf_files: Path, scan: Scan, features, task: Task) -> _Traini
     """The readable photos' features by split; refuses a label left without training photos."""
     from tensorguess.training.head import SplitData
 
-    splits, photos = {}, {}
+    splits, photos, split_rows = {}, {}, {}
     for name in (TRAIN, VALIDATION, TEST):
         rows = [i for i, image in enumerate(scan.images) if image.split == name and features.ok[i]]
+        split_rows[name] = np.array(rows, dtype=np.int64)
         photos[name] = [scan.images[i] for i in rows]
         truth = task.truth([scan.images[i].labels for i in rows], scan.labels)
         splits[name] = SplitData(features.vectors[rows], truth)
@@ -260,7 +311,7 @@ def _split_features(tf_files: Path, scan: Scan, features, task: Task) -> _Traini
             f"no training images left for {', '.join(missing)}: add photos to "
             f"{tf_files / 'data'}/<label>/ or lower the validation and test percentages"
         )
-    return _TrainingData(splits, photos, scan.labels, task)
+    return _TrainingData(splits, photos, split_rows, scan.labels, task)
 
 
 def _distorted_views(
@@ -306,12 +357,18 @@ def _train_head(
     )
 
 
-def _fine_tune(backbone, head, data: _TrainingData, options: TrainingOptions, engine: str, say):
-    """The backbone's top blocks and the head, trained together on the photos (fine_tune.py)."""
+def _fine_tune(
+    backbone, head, data: _TrainingData, options: TrainingOptions, engine: str, say, stored
+):
+    """The backbone's top blocks and the head, trained together on the photos (fine_tune.py),
+    from the `stored` boundaries where there are some; the head carries the tuned features
+    of the training and validation photos when they could come from boundaries."""
     from tensorguess.training.fine_tune import LabelledPaths, fine_tune
 
     labelled = [
-        LabelledPaths([image.path for image in data.photos[name]], data.splits[name].labels)
+        LabelledPaths(
+            [image.path for image in data.photos[name]], data.splits[name].labels, data.rows[name]
+        )
         for name in (TRAIN, VALIDATION, TEST)
     ]
     return fine_tune(
@@ -324,6 +381,8 @@ def _fine_tune(backbone, head, data: _TrainingData, options: TrainingOptions, en
         options.seed,
         say,
         engine=engine,
+        stored=stored,
+        tuned_features=True,
     )
 
 
@@ -466,17 +525,19 @@ def _quantize(
     )
 
 
-def _fit_novelty(backbone, splits: dict, photos: dict, fine_tuned: bool, engine: str, say):
+def _fit_novelty(backbone, data: _TrainingData, head, fine_tuned: bool, engine: str, say):
     """The novelty score of the features the exported model computes, and its threshold."""
     from tensorguess.features.novelty import EXCEEDING, fit_novelty
 
-    if fine_tuned:  # the cached features describe the backbone before fine-tuning
+    if fine_tuned and head.tuned_features:  # from the fine-tuning's stored boundaries
+        train, validation = (head.tuned_features[name] for name in (TRAIN, VALIDATION))
+    elif fine_tuned:  # the cached features describe the backbone before fine-tuning
         from tensorguess.features.bottlenecks import tuned_features
 
         train, validation = (
             tuned_features(
                 backbone,
-                [image.path for image in photos[name]],
+                [image.path for image in data.photos[name]],
                 engine,
                 f"Tuned features ({name})",
             )
@@ -486,7 +547,7 @@ def _fit_novelty(backbone, splits: dict, photos: dict, fine_tuned: bool, engine:
         # finalisers could swallow a Ctrl-C ("Exception ignored"), and train would carry on.
         gc.collect()
     else:
-        train, validation = splits[TRAIN].features, splits[VALIDATION].features
+        train, validation = (data.splits[name].features for name in (TRAIN, VALIDATION))
     novelty = fit_novelty(train, validation)
     say(
         f"Novelty threshold = {novelty.threshold:.4f} (exceeded by {EXCEEDING:.0%} of "

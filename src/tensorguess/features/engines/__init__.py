@@ -37,6 +37,7 @@ from tensorguess.features.engines.openvino import (
 )
 from tensorguess.features.engines.tensorflow import (
     Runner,
+    freeze_function,
     freeze_pixels_function,
     tensorflow_runner,
     tensorflow_sees_gpu,
@@ -79,7 +80,9 @@ __all__ = [
     "cached_runner",
     "compiled_runner",
     "engine_precision",
+    "freeze_function",
     "freeze_pixels_function",
+    "function_runner",
     "graph_runner",
     "openvino_core",
     "requested_engine",
@@ -179,6 +182,34 @@ def graph_runner(
                 store_converted(cache_key, model, notes or {})
             return compiled_runner(model, float32=engine == "openvino-f32"), engine
     return tensorflow_runner(graph_def, input_name, output_name), "tensorflow"
+
+
+def function_runner(
+    function,
+    shape: tuple[int, ...],
+    engine: str | None = None,
+    cache_key: str | None = None,
+    whole_pixels: bool = False,
+    calibration: Calibration | None = None,
+) -> tuple[Runner, str]:
+    """(run, engine used) of `function(values [B, *shape] float32)`: the converted model
+    kept under `cache_key` when there is one (no freezing, no TensorFlow), else the function
+    frozen and handed to `graph_runner` (which keeps it under `cache_key`)."""
+    if cache_key:
+        cached = cached_runner(cache_key, engine)
+        if cached is not None:
+            return cached[:2]
+    graph_def, input_name, output_name = freeze_function(function, shape)
+    return graph_runner(
+        graph_def,
+        input_name,
+        output_name,
+        shape,
+        engine,
+        cache_key=cache_key,
+        whole_pixels=whole_pixels,
+        calibration=calibration,
+    )
 
 
 def cached_runner(

@@ -76,13 +76,19 @@ def save_graph_signatures(folder: Path, signature_def_map: dict) -> None:
 def freeze_pixels_function(function, image_size: int):
     """(graph_def, input name, output name) of `function(pixels [B, S, S, 3] float32)`, frozen;
     a function of several outputs gives the tuple of their names."""
+    return freeze_function(function, (image_size, image_size, 3), "pixels")
+
+
+def freeze_function(function, shape: Sequence[int], input_name: str = "values"):
+    """(graph_def, input name, output name) of `function(values [B, *shape] float32)`,
+    frozen; a function of several outputs gives the tuple of their names."""
     import_tensorflow_quietly()
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,
     )
 
-    spec = tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name="pixels")
+    spec = tf.TensorSpec([None, *shape], tf.float32, name=input_name)
     frozen = convert_variables_to_constants_v2(tf.function(function).get_concrete_function(spec))
     outputs = tuple(output.name.split(":")[0] for output in frozen.outputs)
     return (
