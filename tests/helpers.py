@@ -14,7 +14,7 @@ import struct
 import subprocess
 import sys
 import zlib
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +105,26 @@ def run(*command: str | Path, cwd: Path | None = None, check: bool = True, **env
 def tensorguess(*arguments: str | Path, **kwargs):
     """Run the `tensorguess` command line in a subprocess, as a user would."""
     return run(sys.executable, "-m", "tensorguess", *arguments, **kwargs)
+
+
+def in_process(*arguments: str | Path, check: bool = True) -> subprocess.CompletedProcess:
+    """The `tensorguess` command line run in this process, as CliRunner would: the same
+    parser, output and exit code, without paying TensorFlow's import again (seconds a run).
+    For tests of what a command computes; what only a process shows (its own imports, a
+    kill, a wrapper script) needs `tensorguess` or `wrapper`."""
+    from tensorguess.cli import main
+
+    command = [str(argument) for argument in arguments]
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = main(command)
+        except SystemExit as exit:  # argparse's refusals
+            code = exit.code
+    result = subprocess.CompletedProcess(command, code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        pytest.fail(f"{command} exited {code}\n{result.stdout}\n{result.stderr}")
+    return result
 
 
 def wrapper(script: str, *arguments: str | Path, **kwargs):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from helpers import CHROMEDRIVER, CHROMIUM, NO_BROWSER, headless_chromium, tensorguess
+from helpers import CHROMEDRIVER, CHROMIUM, NO_BROWSER, headless_chromium, in_process
 
 SIZE = 192
 OBJECT = "circle"
@@ -72,12 +72,12 @@ def evidence(tmp_path_factory) -> Evidence:
         image.save(path, quality=92)
         photos.append(path)
         boxes[str(path)] = box
-    tensorguess("train", root / "tf_files", "--preset", "fast", "--no_report")
+    in_process("train", root / "tf_files", "--preset", "fast", "--no_report")
     return Evidence(root / "tf_files", photos, boxes)
 
 
 def _explained(tf_files: Path, photos: list[Path], folder: Path, *flags: str) -> list[dict]:
-    result = tensorguess("guess", tf_files, *photos, "--explain", folder, "--json", *flags)
+    result = in_process("guess", tf_files, *photos, "--explain", folder, "--json", *flags)
     return json.loads(result.stdout)
 
 
@@ -147,7 +147,7 @@ def test_guess_explain_writes_the_overlay_and_the_map_at_the_photos_size(evidenc
     wide.parent.mkdir()
     Image.open(evidence.photos[0]).resize((300, 150)).save(wide, quality=92)
     folder = tmp_path / "heat"
-    result = tensorguess("guess", evidence.tf_files, evidence.photos[0], wide, "--explain", folder)
+    result = in_process("guess", evidence.tf_files, evidence.photos[0], wide, "--explain", folder)
     overlay, second_overlay = (folder / "photo_0-heat.jpg", folder / "photo_0-2-heat.jpg")
     assert f"(heat map of {OBJECT}: {overlay})" in result.stdout.splitlines()
     assert f"(heat map of {OBJECT}: {second_overlay})" in result.stdout.splitlines()
@@ -167,14 +167,14 @@ def test_another_label_is_explained_when_asked_and_an_unknown_one_refused(eviden
     )
     assert answer["heatmap_label"] == NO_OBJECT
     assert Path(answer["heatmap"]).is_file() and Path(answer["heatmap_overlay"]).is_file()
-    refused = tensorguess(
+    refused = in_process(
         "guess", evidence.tf_files, evidence.photos[0], "--explain", tmp_path / "x",
         "--explain_label", "dog", check=False,
     )  # fmt: skip
     assert refused.returncode == 2
     assert "--explain_label 'dog': not a label of this model (circle, clutter)" in refused.stderr
     assert not (tmp_path / "x").exists()
-    alone = tensorguess(
+    alone = in_process(
         "guess", evidence.tf_files, evidence.photos[0], "--explain_label", OBJECT, check=False
     )
     assert alone.returncode == 2 and "--explain_label goes with --explain DIR" in alone.stderr
@@ -186,7 +186,7 @@ def test_guess_and_guessdir_without_explain_load_neither_the_explainer_nor_tenso
 ):
     """Heat maps cost nothing unless asked for: a guess and a sort without --explain import
     neither quality.explain nor TensorFlow (once the backbone's converted model is cached)."""
-    tensorguess("guess", evidence.tf_files, evidence.photos[0])  # the cache, filled once
+    in_process("guess", evidence.tf_files, evidence.photos[0])  # the cache, filled once
     script = (
         "import sys\n"
         "from tensorguess.cli import main\n"
@@ -213,7 +213,7 @@ def test_the_report_shows_each_mistakes_evidence_in_a_browser(evidence, tmp_path
         for photo in photos:
             shutil.copy(photo, labelled / label / photo.name)
     page = tmp_path / "checked.html"
-    result = tensorguess("evaluate", evidence.tf_files, labelled, "--report", page)
+    result = in_process("evaluate", evidence.tf_files, labelled, "--report", page)
     assert "Accuracy = 40.0% (N=5)" in result.stdout
     with headless_chromium(tmp_path / "profile", 1200, 1400) as driver:
         driver.get(page.as_uri())
@@ -227,4 +227,3 @@ def test_the_report_shows_each_mistakes_evidence_in_a_browser(evidence, tmp_path
             assert all(width > 100 for width in widths)  # decoded, not a broken picture
         driver.save_screenshot(str(tmp_path / "report.png"))
         print(f"screenshot: {tmp_path / 'report.png'}")
-
