@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 
-from helpers import ROOT, draw_photos, one_line_error, tensorguess, wrapper
+from helpers import ROOT, draw_photos, in_process, one_line_error, tensorguess, wrapper
 from tensorguess.features.novelty import EXCEEDING, fit_novelty
 
 HANDS = sorted((ROOT / "test_data").glob("*.JPG"))
@@ -48,7 +48,7 @@ def test_guess_says_when_a_photo_is_unlike_every_training_photo(trained, tmp_pat
     threshold = json.loads((tf_files / "tensorguess.json").read_text())["novelty"]["threshold"]
     answers = {}
     for engine in ("auto", "tensorflow"):
-        result = tensorguess("guess", tf_files, circle, hand, "--json", "--engine", engine)
+        result = in_process("guess", tf_files, circle, hand, "--json", "--engine", engine)
         answers[engine] = [(row["novelty"], row["unknown"]) for row in json.loads(result.stdout)]
     assert [unknown for _, unknown in answers["auto"]] == [False, True]
     assert answers["auto"][0][0] < threshold < answers["auto"][1][0]

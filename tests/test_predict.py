@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from helpers import ROOT, draw_photos, label_image_2016, label_image_2017, tensorguess
+from helpers import ROOT, draw_photos, in_process, label_image_2016, label_image_2017
 from tensorguess.classify.classifier import Classifier
 from tensorguess.classify.loading import load_classifier
 from tensorguess.data.images import load_pixels
@@ -89,7 +89,7 @@ def test_label_image_flags_override_detection(tmp_path):
     _old_tool_graph(tmp_path / "retrained_graph.pb", "pixels_in", 64, batch=None)
     blue = tmp_path / "blue.jpg"
     Image.new("RGB", (64, 64), (0, 0, 250)).save(blue)
-    result = tensorguess(
+    result = in_process(
         "guess",
         tmp_path,
         blue,
@@ -110,7 +110,7 @@ def test_label_image_flags_override_detection(tmp_path):
 def test_our_graph_through_its_2016_bytes_input(trained, tmp_path):
     tf_files, _ = trained
     (photo,) = draw_photos(tmp_path, "circle", 1, seed=23)
-    result = tensorguess("guess", tf_files, photo, "--input_layer", "DecodeJpeg/contents")
+    result = in_process("guess", tf_files, photo, "--input_layer", "DecodeJpeg/contents")
     assert result.stdout.splitlines()[0].startswith("circle (score = ")
 
 
@@ -156,7 +156,7 @@ def test_an_old_mobilenet_graph_answers_as_the_2017_label_image_did(tmp_path):
     # Scores a preprocessing can move: mostly away from 0 and 1.
     assert ((expected > 0.02) & (expected < 0.98)).mean() > 0.9
 
-    result = tensorguess("guess", tmp_path / "tf_files", *photos, "--json")  # no flags
+    result = in_process("guess", tmp_path / "tf_files", *photos, "--json")  # no flags
     answers = json.loads(result.stdout)
     got = np.array(
         [[p["score"] for p in sorted(a["predictions"], key=lambda p: p["label"])] for a in answers]
