@@ -38,7 +38,6 @@ def main() -> None:
     parser.add_argument(
         "--flip_left_right", action="store_true", help="fine-tune on mirror images too"
     )
-    parser.add_argument("--crop", type=int, default=0, help="fine-tuning's window crop")
     parser.add_argument("--folds", default="0,1,2,3,4")
     parser.add_argument("--work", type=Path, default=Path("/tmp/tensorguess-folds"))
     args = parser.parse_args()
@@ -130,7 +129,6 @@ def main() -> None:
                     epochs=args.epochs,
                     learning_rate=args.learning_rate,
                     mixup=args.mixup,
-                    crop=args.crop,
                 ),
                 say=lambda _: None,
                 stored=stored,

@@ -32,7 +32,6 @@ import numpy as np
 
 from tensorguess.data.dataset import TRAIN, VALIDATION
 from tensorguess.data.images import pixel_batches
-from tensorguess.errors import TensorguessError
 from tensorguess.features.backbones import Backbone
 from tensorguess.features.boundaries import (
     StoredBoundaries,
@@ -232,8 +231,6 @@ def fine_tune(
         for boundary, rows in batches(train, rng.permutation(len(train)), training=True):
             if len(rows) < replicas:
                 continue  # a last handful too few to share out: shuffled in next epoch
-            if options.crop:
-                boundary = _window(rng, boundary, options.crop)
             loss, scores, labels = step(boundary, train.labels[rows])
             total_loss += float(loss) * len(rows)
             seen.append((np.asarray(scores), labels))
@@ -340,19 +337,6 @@ class _Rows:
 
     def __getitem__(self, index: np.ndarray) -> np.ndarray:
         return self.values[self.rows[index]]
-
-
-def _window(rng: np.random.Generator, boundary: np.ndarray, crop: int) -> np.ndarray:
-    """A random window of the batch's boundaries, `crop` positions narrower and shorter
-    (the same window for the whole batch, so every step has one shape)."""
-    height, width = boundary.shape[1:3]
-    if crop >= min(height, width):
-        raise TensorguessError(
-            f"--fine_tune_crop must be below {min(height, width)}: the frozen blocks' output "
-            f"is {height}x{width} here"
-        )
-    top, left = rng.integers(0, crop + 1, size=2)
-    return boundary[:, top : top + height - crop, left : left + width - crop]
 
 
 def _mixed(

@@ -200,13 +200,6 @@ class FineTuneOptions:
         RATE,
         flag="fine_tune_mixup",
     )
-    crop: int = setting(
-        0,
-        "train on random windows of the frozen blocks' output this many positions narrower "
-        "and shorter (a random crop, and a cheaper step); the whole at test time. 0: off",
-        COUNT,
-        flag="fine_tune_crop",
-    )
     batch_size: int = setting(32, "", POSITIVE)
 
     def __post_init__(self) -> None:
@@ -292,8 +285,6 @@ class TrainingOptions:
                 extras = f", distorted ({self.distortions.settings()})"
             if tune.mixup:
                 extras += f", mixup {tune.mixup:g}"
-            if tune.crop:
-                extras += f", windows {tune.crop} positions smaller"
             lines.append(
                 (
                     "fine-tuning",
