@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import label_image_2016, one_line_error, tensorguess, wrapper
+from helpers import in_process, label_image_2016, one_line_error, wrapper
 from tensorguess.classify.loading import load_classifier
 from tensorguess.classify.sort import sort_folder
 from tensorguess.classify.task import DEFAULT_THRESHOLD, MultiLabel, best_f1_threshold
@@ -158,7 +158,7 @@ def test_guess_marks_the_labels_over_their_thresholds(model, fresh):
     tf_files, _ = model
     thresholds = json.loads((tf_files / "tensorguess.json").read_text())["thresholds"]
     text = wrapper("guess.sh", tf_files, *fresh).stdout
-    answers = json.loads(tensorguess("guess", tf_files, *fresh, "--json").stdout)
+    answers = json.loads(in_process("guess", tf_files, *fresh, "--json").stdout)
     right = 0
     for truth, answer, block in zip(
         fresh.values(), answers, re.split(r"^.*:\n", text, flags=re.M)[1:], strict=True
@@ -216,7 +216,7 @@ def test_each_labels_heat_map_lies_on_its_own_shape(model, tmp_path):
     for label, cell in zip(labels, cells, strict=True):
         folder = tmp_path / label
         (answer,) = json.loads(
-            tensorguess(
+            in_process(
                 "guess", tf_files, photo, "--explain", folder, "--explain_label", label, "--json"
             ).stdout
         )
@@ -419,7 +419,7 @@ def test_evaluate_reads_labels_csv_and_shows_the_worst_misses(model, fresh, tmp_
     truths[wrong] = ["square"]
     write_labels_csv(folder / "labels.csv", truths, folder)
     page = tmp_path / "checked.html"
-    result = tensorguess("evaluate", tf_files, folder, "--json", "--report", page)
+    result = in_process("evaluate", tf_files, folder, "--json", "--report", page)
     evaluation = json.loads(result.stdout)
     assert evaluation["task"] == "multi-label" and evaluation["count"] == 8
     assert [row["label"] for row in evaluation["per_label"]] == SHAPES
@@ -444,7 +444,7 @@ def test_export_keeps_the_sigmoids_and_thresholds_for_litert_onnx_and_mediapipe(
 
     tf_files, _ = model
     output = tmp_path / "export"
-    tensorguess("export", tf_files, "--format", "tflite,onnx", "--output", output)
+    in_process("export", tf_files, "--format", "tflite,onnx", "--output", output)
     photos = list(fresh)
     ours = list(classifier.classify(photos))
     thresholds = np.array(classifier.task.thresholds)
@@ -481,7 +481,7 @@ def test_the_server_answers_as_the_exported_serving_model_does(model, fresh, tmp
     process, port = start_server(tf_files, tmp_path / "serve.log", tmp_path)
     try:
         photos = list(fresh)
-        guessed = json.loads(tensorguess("guess", tf_files, *photos, "--json").stdout)
+        guessed = json.loads(in_process("guess", tf_files, *photos, "--json").stdout)
 
         def call(path: str, body: bytes, headers: dict) -> dict:
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)

@@ -12,10 +12,10 @@ import tensorflow as tf
 from helpers import (
     colour_photos,
     draw_photos,
+    in_process,
     label_image_2016,
     save_colour_features_model,
     tensorguess,
-    wrapper,
 )
 from tensorguess.training.augment import distort, pixel_seeds
 from tensorguess.training.head import SplitData, label_weights, train_head
@@ -121,7 +121,7 @@ def test_fast_preset_caches_distorted_views_and_writes_tensorboard_summaries(
     summaries = tmp_path / "summaries"
     flags = "--preset fast --flip_left_right --random_crop 10 --distorted_views 2".split()
     flags += ["--testing_percentage", "20"]
-    first = wrapper("train.sh", trained_copy, *flags, "--summaries_dir", summaries, "--json")
+    first = in_process("train", trained_copy, *flags, "--summaries_dir", summaries, "--json")
     assert "Fine-tun" not in first.stderr
     computed = re.search(r"^Distorted views: (\d+) computed, 0 from cache", first.stderr, re.M)
     assert computed and int(computed.group(1)) > 0, first.stderr
@@ -136,15 +136,15 @@ def test_fast_preset_caches_distorted_views_and_writes_tensorboard_summaries(
         every_epoch = list(range(1, epochs + 1))
         assert steps == {"cross_entropy": every_epoch, "accuracy": every_epoch}
 
-    again = wrapper("train.sh", trained_copy, *flags)
+    again = in_process("train", trained_copy, *flags)
     assert re.search(
         rf"^Distorted views: 0 computed, {computed.group(1)} from cache", again.stdout, re.M
     )
 
 
 def test_fine_tune_says_it_is_uncached_and_keeps_the_2016_contract(trained_copy, tmp_path):
-    result = wrapper(
-        "train.sh",
+    result = in_process(
+        "train",
         trained_copy,
         "--preset",
         "fast",
@@ -182,7 +182,7 @@ def test_fine_tune_of_a_hub_backbone_is_refused_before_any_work(tmp_path):
     model_dir = save_colour_features_model(tmp_path / "feature_vector")
     colour_photos(tmp_path / "tf_files" / "data" / "red", (220, 30, 30), 4, 1)
     colour_photos(tmp_path / "tf_files" / "data" / "blue", (30, 30, 220), 4, 2)
-    result = tensorguess(
+    result = in_process(
         "train", tmp_path / "tf_files", "--backbone", f"hub:{model_dir}", "--fine_tune", check=False
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
@@ -195,8 +195,8 @@ def test_distorted_views_are_computed_by_the_engine_asked_for(trained_copy):
 
     if engine_precision(resolved_engine("openvino")) == "f32":
         pytest.skip("OpenVINO computes in float32 on this CPU: nothing to mix up")
-    wrapper(
-        "train.sh",
+    in_process(
+        "train",
         trained_copy,
         *"--preset fast --flip_left_right --distorted_views 1 --engine tensorflow".split(),
         "--testing_percentage",
