@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 
-from helpers import LABELS, draw_photos, one_line_error, tensorguess
+from helpers import LABELS, draw_photos, in_process, one_line_error
 from tensorguess.quality.evaluate import score_table
 
 
@@ -42,7 +42,7 @@ def _labelled_folder(root, with_a_mislabelled_photo=True):
 def test_evaluate_prints_accuracy_table_and_the_mislabelled_photo(trained, tmp_path):
     tf_files, _ = trained
     folder = _labelled_folder(tmp_path / "checked")
-    result = tensorguess("evaluate", tf_files, folder)
+    result = in_process("evaluate", tf_files, folder)
     lines = result.stdout.splitlines()
     assert re.fullmatch(r"Accuracy = [\d.]+% \(N=9\)", lines[0]), result.stdout
     assert re.match(r"label\s+precision\s+recall\s+F1\s+photos", lines[1])
@@ -57,7 +57,7 @@ def test_evaluate_json_and_report(trained, tmp_path):
     tf_files, _ = trained
     folder = _labelled_folder(tmp_path / "checked")
     page = tmp_path / "out" / "checked.html"
-    result = tensorguess("evaluate", tf_files, folder, "--json", "--report", page)
+    result = in_process("evaluate", tf_files, folder, "--json", "--report", page)
     evaluation = json.loads(result.stdout)
     assert evaluation["count"] == 9 and evaluation["labels"] == list(LABELS)
     assert evaluation["confusion"] == [[4, 1], [0, 4]]
@@ -74,7 +74,7 @@ def test_evaluate_leaves_out_labels_the_model_does_not_know(trained, tmp_path):
     tf_files, _ = trained
     folder = _labelled_folder(tmp_path / "checked", with_a_mislabelled_photo=False)
     draw_photos(folder / "triangle", "triangle", 2, seed=42)
-    result = tensorguess("evaluate", tf_files, folder)
+    result = in_process("evaluate", tf_files, folder)
     assert "Accuracy = 100.0% (N=8)" in result.stdout
     assert "Left out: label folder 'triangle' is not a label of this model" in result.stdout
 
@@ -83,7 +83,7 @@ def test_evaluate_with_no_known_label_is_one_clear_line(trained, tmp_path):
     tf_files, _ = trained
     for label in ("cats", "dogs"):
         draw_photos(tmp_path / "pets" / label, "circle", 1, seed=43)
-    result = tensorguess("evaluate", tf_files, tmp_path / "pets", check=False)
+    result = in_process("evaluate", tf_files, tmp_path / "pets", check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("tensorguess: error:") and "cats, dogs" in line
@@ -97,7 +97,7 @@ def test_evaluate_an_old_tools_graph_with_label_image_flags(trained, tmp_path):
     for name in ("retrained_graph.pb", "retrained_labels.txt"):
         shutil.copy(tf_files / name, elsewhere / f"old_{name}")
     folder = _labelled_folder(tmp_path / "checked", with_a_mislabelled_photo=False)
-    result = tensorguess(
+    result = in_process(
         "evaluate",
         tmp_path / "nowhere",
         folder,
@@ -114,7 +114,7 @@ def test_evaluate_an_old_tools_graph_with_label_image_flags(trained, tmp_path):
 def test_evaluate_one_label_and_a_dash_for_a_label_without_photos(trained, tmp_path):
     tf_files, _ = trained
     draw_photos(tmp_path / "checked" / "circle", "circle", 3, seed=44)
-    result = tensorguess("evaluate", tf_files, tmp_path / "checked")
+    result = in_process("evaluate", tf_files, tmp_path / "checked")
     lines = result.stdout.splitlines()
     assert lines[0] == "Accuracy = 100.0% (N=3)", result.stdout
     assert re.match(r"circle\s+1\.000\s+1\.000\s+1\.000\s+3$", lines[2])
@@ -123,5 +123,5 @@ def test_evaluate_one_label_and_a_dash_for_a_label_without_photos(trained, tmp_p
 
 def test_evaluate_on_photos_without_label_folders_says_what_to_do(trained, tmp_path):
     draw_photos(tmp_path / "flat", "circle", 2, seed=45)
-    result = tensorguess("evaluate", trained[0], tmp_path / "flat", check=False)
+    result = in_process("evaluate", trained[0], tmp_path / "flat", check=False)
     one_line_error(result, "2 images directly in the folder but no label folders", "flat/<label>/")
