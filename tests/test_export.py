@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image, ImageOps
 
-from helpers import ROOT, SUPERHEROES, InProcess, draw_photos, tensorguess, wrapper
+from helpers import ROOT, SUPERHEROES, InProcess, draw_photos, in_process, wrapper
 from tensorguess.data.images import load_pixels
 from tensorguess.errors import TensorguessError
 from tensorguess.features.novelty import fit_novelty
@@ -167,7 +167,7 @@ def exported(request, tmp_path_factory) -> Export:
     output = tmp_path_factory.mktemp("exported") / "models"
     # All but tflite-fp16, which test_train_exports_after_training_any_backbone makes.
     formats = "tflite,tflite-int8,onnx,serving"
-    result = tensorguess(
+    result = in_process(
         "export",
         tf_files,
         "--format",
@@ -376,7 +376,7 @@ def test_serving_answers_tf_serving_requests_with_guess_scores(exported):
     assert signatures["serving_default"].method_name == "tensorflow/serving/predict"
 
 
-def test_guess_and_evaluate_take_an_exported_model(exported, tmp_path, capsys):
+def test_guess_and_evaluate_take_an_exported_model(exported, tmp_path):
     result = wrapper(
         "guess.sh",
         exported.tf_files,
@@ -394,7 +394,7 @@ def test_guess_and_evaluate_take_an_exported_model(exported, tmp_path, capsys):
         (labelled / exported.labels[int(row.argmax())]).mkdir(parents=True, exist_ok=True)
         (labelled / exported.labels[int(row.argmax())] / photo.name).symlink_to(photo)
     code, out, _ = _main(
-        capsys, "evaluate", exported.tf_files, labelled, "--model", exported.file("model.onnx")
+        "evaluate", exported.tf_files, labelled, "--model", exported.file("model.onnx")
     )
     assert code == 0 and "Accuracy = 100.0% (N=4)" in out
 
@@ -403,23 +403,15 @@ def test_guess_and_evaluate_take_an_exported_model(exported, tmp_path, capsys):
     notes.write_text("not a model")
     cut.write_bytes(exported.file("model_int8.tflite").read_bytes()[:5000])
     for model, words in [(notes, ".tflite or .onnx"), (cut, "cannot load the model")]:
-        code, _, lines = _main(
-            capsys, "guess", exported.tf_files, exported.photos[0], "--model", model
-        )
+        code, _, lines = _main("guess", exported.tf_files, exported.photos[0], "--model", model)
         assert code == 1 and len(lines) == 1 and str(model) in lines[0] and words in lines[0]
 
 
-def _main(capsys, *arguments) -> tuple[int, str, list[str]]:
-    """The command line run in this process, as CliRunner would: exit code, standard output
-    and the lines of standard error."""
-    from tensorguess.cli import main
-
-    try:
-        code = main([str(argument) for argument in arguments])
-    except SystemExit as exit:  # argparse's refusals
-        code = exit.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err.splitlines()
+def _main(*arguments) -> tuple[int, str, list[str]]:
+    """The command line run in this process: exit code, standard output and the lines of
+    standard error."""
+    result = in_process(*arguments, check=False)
+    return result.returncode, result.stdout, result.stderr.splitlines()
 
 
 def test_an_exported_file_is_explained_by_occlusion(exported, tmp_path):
@@ -452,21 +444,21 @@ def test_a_ray_worker_sorts_with_the_exported_file_given_to_model(exported):
         np.testing.assert_allclose(mine.scores, theirs.scores, atol=1e-6)
 
 
-def test_export_refuses_bad_input_in_one_line_and_writes_nothing(exported, tmp_path, capsys):
+def test_export_refuses_bad_input_in_one_line_and_writes_nothing(exported, tmp_path):
     empty = tmp_path / "tf_files"
     empty.mkdir()
-    code, _, lines = _main(capsys, "export", empty)
+    code, _, lines = _main("export", empty)
     assert code == 1 and len(lines) == 1 and "retrained_graph.pb" in lines[0], lines
     assert "train.sh" in lines[0] and list(empty.iterdir()) == []
 
-    code, _, lines = _main(capsys, "export", exported.tf_files, "--format", "tflite,tflitex")
+    code, _, lines = _main("export", exported.tf_files, "--format", "tflite,tflitex")
     assert code == 2 and "unknown format 'tflitex'" in lines[-1]
-    code, _, lines = _main(capsys, "train", exported.tf_files, "--export", "onnx,coreml")
+    code, _, lines = _main("train", exported.tf_files, "--export", "onnx,coreml")
     assert code == 2 and "unknown format 'coreml'" in lines[-1]
 
     occupied = tmp_path / "models"
     occupied.write_text("not a folder")
-    code, _, lines = _main(capsys, "export", exported.tf_files, "--output", occupied)
+    code, _, lines = _main("export", exported.tf_files, "--output", occupied)
     assert code == 1 and lines == [
         f"tensorguess: error: {occupied}: a file, not a folder; give another --output"
     ]
@@ -574,7 +566,7 @@ def test_a_missing_extra_is_installed_once_with_the_pins_and_said_in_one_line(mo
         extras.require_extra("sample")
 
 
-def test_train_exports_after_training_any_backbone(tmp_path, capsys):
+def test_train_exports_after_training_any_backbone(tmp_path):
     """train --export, on a hub: backbone (a small SavedModel): any backbone exports. (The
     float16 file is made here, where converting costs nothing.)"""
     from helpers import colour_photos, save_colour_features_model
@@ -584,7 +576,6 @@ def test_train_exports_after_training_any_backbone(tmp_path, capsys):
     colour_photos(tf_files / "data" / "red", (220, 30, 30), 12, 1)
     colour_photos(tf_files / "data" / "blue", (30, 30, 220), 12, 2)
     code, out, lines = _main(
-        capsys,
         "train",
         tf_files,
         "--backbone",
