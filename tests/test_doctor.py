@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import SHARED, colour_photos, draw_photos, one_line_error, tensorguess
+from helpers import SHARED, colour_photos, draw_photos, in_process, one_line_error
 from tensorguess.data.dataset import TEST, TRAIN, split_for
 from tensorguess.quality.photo_statistics import (
     LISTED,
@@ -84,7 +84,7 @@ def test_doctor_finds_flipped_labels_near_duplicates_and_outliers(tmp_path):
     before = _listing(tf_files / "data")
 
     page = tmp_path / "checkup.html"
-    result = tensorguess("doctor", tf_files, "--json", "--report", page)
+    result = in_process("doctor", tf_files, "--json", "--report", page)
     found = json.loads(result.stdout)
 
     listed = {issue["path"]: issue for issue in found["label_issues"]}
@@ -139,7 +139,7 @@ def test_train_ends_with_a_data_check_and_the_report_shows_it(trained):
 
 
 def test_doctor_without_photos_is_one_line(tmp_path):
-    result = tensorguess("doctor", tmp_path, check=False)
+    result = in_process("doctor", tmp_path, check=False)
     one_line_error(result, str(tmp_path / "data"), "folder not found")
 
 
@@ -235,7 +235,7 @@ def test_doctor_lists_missing_and_extra_labels_of_multi_label_photos(tmp_path):
     before = _listing(by_folders / "data")
 
     page = tmp_path / "checkup.html"
-    result = tensorguess("doctor", by_folders, "--multi_label", "--json", "--report", page)
+    result = in_process("doctor", by_folders, "--multi_label", "--json", "--report", page)
     found = json.loads(result.stdout)
 
     assert found["multi_label"] and found["label_issues"] == []
@@ -266,7 +266,7 @@ def test_doctor_lists_missing_and_extra_labels_of_multi_label_photos(tmp_path):
     assert _listing(by_folders / "data") == before
 
     write_labels_csv(by_csv / "labels.csv", given, by_csv / "data")
-    result = tensorguess("doctor", by_csv, "--json", "--bottleneck_dir", by_folders / "bottlenecks")
+    result = in_process("doctor", by_csv, "--json", "--bottleneck_dir", by_folders / "bottlenecks")
     again = json.loads(result.stdout)
     assert "labels.csv gives each photo its labels" in result.stderr
     for kind, changed in (("missing_labels", missing), ("extra_labels", extra)):

@@ -39,6 +39,7 @@ from helpers import (
     ROOT,
     draw_photos,
     headless_chromium,
+    in_process,
     one_line_error,
     tensorguess,
     write_broken,
@@ -801,7 +802,7 @@ def test_a_retrain_under_load_switches_the_model_with_no_failed_request(server):
     for thread in clients:
         thread.start()
     try:
-        tensorguess(
+        in_process(
             "train",
             server.tf_files,
             *("--preset", "fast", "--no_report", "--epochs", "5", "--testing_percentage", "20"),
