@@ -125,9 +125,9 @@ def _train(
     engines = _Engines.of(options.engine, compute)
     calibration = _calibration(scan) if engines.int8 else None
     cache_root = options.bottleneck_dir or tf_files / BOTTLENECK_DIR
-    stored = _frozen_blocks(backbone, scan, options, engines, compute, scratch)
+    stored, finish = _frozen_blocks(backbone, scan, options, engines, compute, scratch)
     features = _features(
-        backbone, scan, cache_root, engines, compute, calibration, say, stored, options
+        backbone, scan, cache_root, engines, finish or compute, calibration, say
     )
     task: Task = MultiLabel() if scan.multi_label else SINGLE
     data = _split_features(tf_files, scan, features, task)
@@ -241,44 +241,37 @@ def _calibration(scan: Scan):
 def _frozen_blocks(
     backbone, scan: Scan, options: TrainingOptions, engines: _Engines, compute, scratch: Path
 ):
-    """The output of the blocks that fine-tuning leaves frozen, for every photo, when
-    fine-tuning will train on it and the features can be finished from it (boundaries.py):
-    one pass of the bottom of the backbone serves both. None otherwise (no fine-tuning,
-    photos distorted afresh each epoch, features computed elsewhere or in int8)."""
+    """(stored, finish): the output of the blocks that fine-tuning leaves frozen, for every
+    photo, and the `compute` that finishes the features from it with the pretrained top
+    blocks (boundaries.py): one pass of the bottom of the backbone serves both. (None, None)
+    without fine-tuning, with photos distorted afresh each epoch, or with features computed
+    elsewhere or in int8."""
     tune = options.fine_tune
     if not tune.enabled or options.distortions.alters_pixels or compute or engines.int8:
-        return None
-    from tensorguess.features.boundaries import bottom_runner, store_boundaries
+        return None, None
+    from tensorguess.features.boundaries import (
+        FeaturesFromBoundaries,
+        bottom_runner,
+        store_boundaries,
+        top_runner,
+    )
 
-    return store_boundaries(
+    paths = [image.path for image in scan.images]
+    stored = store_boundaries(
         bottom_runner(backbone, tune.blocks, engines.tuning),
-        [image.path for image in scan.images],
+        paths,
         backbone.image_size,
         scratch / "boundaries.npy",
         label="Frozen blocks",
     )
+    run_top = top_runner(backbone, tune.blocks, engines.tuning)
+    return stored, FeaturesFromBoundaries(stored, paths, run_top)
 
 
-def _features(
-    backbone,
-    scan: Scan,
-    cache_root: Path,
-    engines,
-    compute,
-    calibration,
-    say,
-    stored=None,
-    options: TrainingOptions | None = None,
-):
-    """Every photo's features, from the cache where they are, computed where not: from the
-    `stored` boundaries by the pretrained top blocks (`options.fine_tune.blocks`) if given."""
+def _features(backbone, scan: Scan, cache_root: Path, engines, compute, calibration, say):
+    """Every photo's features, from the cache where they are, computed (by `compute` when
+    given) where not."""
     from tensorguess.features.bottlenecks import cached_features
-
-    if stored is not None and options is not None:
-        from tensorguess.features.boundaries import FeaturesFromBoundaries, top_runner
-
-        run_top = top_runner(backbone, options.fine_tune.blocks, engines.tuning)
-        compute = FeaturesFromBoundaries(stored, [image.path for image in scan.images], run_top)
 
     features = cached_features(
         backbone,
