@@ -120,7 +120,7 @@ def test_fast_preset_caches_distorted_views_and_writes_tensorboard_summaries(
 ):
     summaries = tmp_path / "summaries"
     flags = "--preset fast --flip_left_right --random_crop 10 --distorted_views 2".split()
-    flags += ["--testing_percentage", "20"]
+    flags += ["--testing_percentage", "20", "--no_report"]  # the report is test_report's
     first = in_process("train", trained_copy, *flags, "--summaries_dir", summaries, "--json")
     assert "Fine-tun" not in first.stderr
     computed = re.search(r"^Distorted views: (\d+) computed, 0 from cache", first.stderr, re.M)
@@ -160,6 +160,7 @@ def test_fine_tune_says_it_is_uncached_and_keeps_the_2016_contract(trained_copy,
         "0",
         "--testing_percentage",
         "20",
+        "--no_report",
     )
     flat = " ".join(result.stdout.split())
     assert "feature cache cannot help" in flat and "Fine-tune epoch 1:" in flat
