@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers import InProcess, make_tf_files, one_line_error, tensorguess
+from helpers import InProcess, in_process, make_tf_files, one_line_error, tensorguess
 from tensorguess.classify.cluster.workers import ClassifyWorker, ModelFiles
 from tensorguess.classify.layouts import detect_layout
 from tensorguess.classify.loading import load_classifier
@@ -20,16 +20,22 @@ from tensorguess.files import file_digest
 from tensorguess.training import quantize
 
 
-def test_an_int8_train_keeps_a_checked_int8_classifier_that_guessdir_runs(tmp_path, monkeypatch):
+def test_an_int8_train_keeps_a_checked_int8_classifier_that_guessdir_runs(
+    tmp_path, monkeypatch, capfd
+):
     tf_files = make_tf_files(tmp_path / "tf_files", per_label=12)
     cache = tmp_path / "features"
-    train = tensorguess(
+    monkeypatch.setenv("TENSORGUESS_PROGRESS", "0")
+    # In this process (no TensorFlow import of its own); capfd holds whatever bypasses
+    # sys.stdout and sys.stderr, as a subprocess's pipes would.
+    train = in_process(
         "train", tf_files, "--engine", "openvino-int8", "--preset", "fast", "--epochs", "10",
         "--validation_percentage", "25", "--testing_percentage", "20", "--no_report",
-        "--bottleneck_dir", cache, TENSORGUESS_PROGRESS="0",
+        "--bottleneck_dir", cache,
     )  # fmt: skip
+    around = capfd.readouterr()
     # The log states the check (both accuracies, the verdict), and nothing of NNCF's own.
-    assert "Statistics collection" not in train.stdout + train.stderr
+    assert "Statistics collection" not in train.stdout + train.stderr + around.out + around.err
     check = re.search(
         r"^int8: validation accuracy ([\d.]+)% against ([\d.]+)% in \w+ .*; kept",
         train.stdout,
