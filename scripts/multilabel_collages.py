@@ -42,7 +42,12 @@ def main() -> None:
     parser.add_argument("--preset", default="balanced")
     parser.add_argument("--work", type=Path, default=Path("/tmp/multilabel-collages"))
     parser.add_argument("train_flags", nargs="*", help="more train.sh flags, after --")
-    args = parser.parse_args()
+    # Split at "--" here: argparse gives the flags after it to no positional when an option
+    # (--work) comes between DATA and "--", and refuses them.
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:cut])
+    args.train_flags += argv[cut + 1 :]
 
     sources = source_photos(args.data)
     results = []
