@@ -322,6 +322,29 @@ def test_foreign_or_damaged_graphs_are_one_clear_line(trained_copy, case, words)
     assert message.startswith(f"{graph}: ") and words in message and "\n" not in message
 
 
+@pytest.mark.parametrize("kept", [0, 0.999])
+def test_a_cut_graph_is_refused_before_tensorflow_loads(trained_copy, kept):
+    # The answer in about a second, not after a TensorFlow import of 6-12 s.
+    graph = trained_copy / "retrained_graph.pb"
+    graph.write_bytes(graph.read_bytes()[: int(graph.stat().st_size * kept)])
+    script = (
+        "import sys\n"
+        "from tensorguess.classify.loading import load_classifier\n"
+        "from tensorguess.errors import TensorguessError\n"
+        "try:\n"
+        f"    load_classifier({str(trained_copy)!r})\n"
+        "except TensorguessError as error:\n"
+        "    print(error)\n"
+        "print(sorted({'tensorflow', 'openvino', 'keras'} & set(sys.modules)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    message, modules = result.stdout.splitlines()
+    assert message.startswith(f"{graph}: ") and "not a TensorFlow graph" in message
+    assert modules == "[]"
+
+
 def test_labels_that_do_not_match_the_graph_stop_a_sort_before_any_copy(trained_copy, tmp_path):
     (trained_copy / "retrained_labels.txt").write_text("circle\n")
     draw_photos(tmp_path / "in", "circle", 2, seed=71)

@@ -28,6 +28,7 @@ from tensorguess.classify.model_reader import (
     read_graph,
     read_labels,
     read_model_bytes,
+    refuse_damaged_graph,
     trained_precision,
 )
 from tensorguess.classify.prediction import BATCH_SIZE, Prediction
@@ -65,6 +66,7 @@ class Classifier:
     ):
         self.graph_path, self.labels_path = Path(graph_path), Path(labels_path)
         data = read_model_bytes(self.graph_path)
+        refuse_damaged_graph(self.graph_path, data)  # before the engines load, in a second
         self.labels = read_labels(self.labels_path)
         self.graph_sha256 = hashlib.sha256(data).hexdigest()
         metadata = graph_metadata(self.graph_path, self.graph_sha256)

@@ -26,8 +26,64 @@ def read_model_bytes(path: Path) -> bytes:
         raise TensorguessError(f"{path}: cannot read the model ({error.strerror})") from None
 
 
+_TRAIN_AGAIN = "train again with train.sh"
+
+
+def refuse_damaged_graph(path: Path, data: bytes) -> None:
+    """Say in one line that `data`, read from `path`, is no graph when it is empty or not
+    protocol-buffer wire format at its top level (a cut file, a photo renamed): without
+    TensorFlow, whose import would take longer than the answer."""
+    if not data:
+        raise TensorguessError(f"{path}: an empty file, not a TensorFlow graph; {_TRAIN_AGAIN}")
+    if not _well_formed(data):
+        raise TensorguessError(
+            f"{path}: not a TensorFlow graph (truncated or corrupt?); {_TRAIN_AGAIN}"
+        )
+
+
+def _well_formed(data: bytes) -> bool:
+    """Whether every top-level field of `data` has a valid tag and ends within it. A frozen
+    graph or a SavedModel always does; a file cut short almost never (its last field runs
+    past the end), nor most files of other kinds."""
+    position, end = 0, len(data)
+    while position < end:
+        tag, position = _varint(data, position)
+        if tag is None or tag >> 3 == 0:
+            return False
+        wire_type = tag & 7
+        if wire_type == 0:
+            value, position = _varint(data, position)
+            if value is None:
+                return False
+        elif wire_type == 2:
+            length, position = _varint(data, position)
+            if length is None:
+                return False
+            position += length
+        elif wire_type in (1, 5):
+            position += 8 if wire_type == 1 else 4
+        else:  # groups (3, 4) are in neither message; 6 and 7 are not wire types
+            return False
+    return position == end
+
+
+def _varint(data: bytes, position: int) -> tuple[int | None, int]:
+    """The varint at `position` and where it ends; None when it is cut or over 10 bytes."""
+    value = 0
+    for shift in range(0, 70, 7):
+        if position >= len(data):
+            return None, position
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, position
+    return None, position
+
+
 def read_graph(path: Path, data: bytes):
     """Parse the frozen GraphDef `data` read from `path`, or say in one line why it is not one."""
+    refuse_damaged_graph(path, data)
     import_tensorflow_quietly()
     import tensorflow as tf
     from google.protobuf.message import DecodeError
@@ -44,7 +100,7 @@ def read_graph(path: Path, data: bytes):
                 "retrained_graph.pb (written by train.sh beside saved_model/) with --graph"
             )
         raise TensorguessError(
-            f"{path}: not a TensorFlow graph (truncated or corrupt?); train again with train.sh"
+            f"{path}: not a TensorFlow graph (truncated or corrupt?); {_TRAIN_AGAIN}"
         )
     return graph_def
 
