@@ -127,8 +127,7 @@ def _explainer(classifier, label: str | None):
 
     if label is not None and label not in classifier.labels:
         raise InvalidOption(
-            f"--explain_label {label!r}: not a label of this model "
-            f"({', '.join(classifier.labels)})"
+            f"--explain_label {label!r}: not a label of this model ({', '.join(classifier.labels)})"
         )
     return explainer_for(classifier)
 
