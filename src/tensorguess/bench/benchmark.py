@@ -37,8 +37,6 @@ class BenchResult:
     notes: list[str] = field(default_factory=list)
 
 
-
-
 def link_photos(photos: Path, work: Path) -> tuple[Path, Path, int, int]:
     """tf_files/data/<label> symlinked to the photo folders, and a flat folder of all photos."""
     if not photos.is_dir():
@@ -76,14 +74,6 @@ def make_many(flat: Path, folder: Path, total: int) -> Path:
     return folder
 
 
-
-
-
-
-
-
-
-
 def _accuracy(output: str) -> str:
     match = re.search(r"Final test accuracy = ([\d.]+%) \(N=(\d+)\)", output)
     return f"{match.group(1)} (N={match.group(2)})" if match else "n/a"
@@ -91,8 +81,6 @@ def _accuracy(output: str) -> str:
 
 def _epochs_run(output: str) -> int:
     return max(int(number) for number in re.findall(r"^Epoch (\d+):", output, re.MULTILINE))
-
-
 
 
 def run_benchmark(
@@ -107,8 +95,8 @@ def run_benchmark(
     """Measure everything on `photos` (laid out like <label>/*.jpg), working in `work`.
 
     `quick` leaves out the slowest rows (the float32 engines' feature extraction, the Keras
-    fit, the default preset's training, guessDir's second run): for checking that the
-    benchmark runs, not for figures.
+    fit, the default preset's training, guessDir's second run) and the trains' report.html:
+    for checking that the benchmark runs, not for figures.
     """
     photos, work = Path(photos).resolve(), Path(work).resolve()
     if work.exists() and (not work.is_dir() or any(work.iterdir())):
@@ -136,6 +124,8 @@ def run_benchmark(
     train = [*cli, "train", str(tf_files), "--backbone", backbone, "--preset", "fast"]
     if epochs:
         train += ["--epochs", str(epochs)]
+    if quick:
+        train.append("--no_report")
     train_cold = run_measured("train (cold)", train)
     train_warm = run_measured("train (warm)", train)
     result.epochs = _epochs_run(train_warm.output)

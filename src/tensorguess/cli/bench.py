@@ -49,8 +49,8 @@ def add_parser(commands) -> argparse.ArgumentParser:
         "--quick",
         action="store_true",
         help="leave out the slowest rows (the float32 engines' feature extraction, the Keras "
-        "fit, the default preset's training, guessDir's second run): to check that the "
-        "benchmark runs, not to measure",
+        "fit, the default preset's training, guessDir's second run) and the trains' "
+        "report.html: to check that the benchmark runs, not to measure",
     )
     add_debug_flag(bench)
     bench.set_defaults(run=run, interrupted="the figures so far are lost; WORK may be deleted")
