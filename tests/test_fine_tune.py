@@ -52,7 +52,7 @@ for label, devices, batch_size in (("one", ["/cpu:0"], 16), ("two", ["/cpu:0", "
         backbone, head, head_options,
         *(splits[name][0] for name in ("train", "validation", "test")),
         DistortionOptions(flip_left_right=True, random_crop=10),
-        FineTuneOptions(blocks=1, epochs=2, batch_size=batch_size),
+        FineTuneOptions(blocks=1, epochs=2, batch_size=batch_size, on_validation=False),
         seed=0, say=lines.append, devices=devices,
     )
     results[label] = {
@@ -78,7 +78,7 @@ def test_mirrored_fine_tuning_on_two_devices_lands_where_one_device_does(tmp_pat
     assert any("on 2 devices (16 photos a step)" in line for line in two["lines"]), two["lines"]
     assert not any("devices" in line for line in one["lines"]), one["lines"]
     assert abs(one["accuracy"] - two["accuracy"]) <= 0.01
-    for key in ("loss", "val_loss"):  # every epoch, on training and validation photos
+    for key in ("loss", "val_loss"):  # every epoch, on training and (kept apart) validation photos
         pairs = zip(one["history"][key], two["history"][key], strict=True)
         assert max(abs(a - b) for a, b in pairs) < 1e-4
     difference = max(
@@ -157,7 +157,8 @@ def test_mirror_images_are_fine_tuned_from_stored_boundaries_not_a_backbone_per_
     assert "run once on all 32 photos" in lines[0] and "or its mirror image" in lines[0]
     assert tuned.test_accuracy is not None
     train_paths, mirror, mirrors = stored[-1]
-    assert mirror and train_paths == list(splits[0][0].paths)
+    # The photos fine-tuning learns from: the training ones and, by default, the validation ones.
+    assert mirror and train_paths == [*splits[0][0].paths, *splits[1][0].paths]
     assert not any(mirror for _, mirror, _ in stored[:-1])
 
     # The stored mirror boundaries are the bottom's output on the mirrored pixels.

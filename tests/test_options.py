@@ -41,7 +41,12 @@ def test_presets_name_only_flags_and_the_defaults_are_balanced():
     assert dict(preset_options().describe())["fine-tuning"].startswith("top 4 blocks")
     assert dict(fast.describe())["fine-tuning"] == "off"
     mixed = dict(options_from_flags(fine_tune_mixup=0.2, flip_left_right=True).describe())
-    assert mixed["fine-tuning"].endswith("distorted (flip), mixup 0.2"), mixed
+    assert mixed["fine-tuning"].endswith(
+        "distorted (flip), mixup 0.2, on the validation photos too"
+    ), mixed
+    apart = options_from_flags(fine_tune_on_validation=False)
+    assert dict(apart.describe())["fine-tuning"].endswith("(cosine)")
+    assert "validation" not in dict(preset_options().describe("sigmoid"))["fine-tuning"]
 
 
 @pytest.mark.parametrize(

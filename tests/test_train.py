@@ -103,6 +103,8 @@ def test_presets_and_flags():
     assert best.fine_tune.blocks > preset_options().fine_tune.blocks
     assert best.fine_tune.epochs == 1 and best.preset == "best"
     assert best.image_size == 300 and preset_options().image_size is None  # Lite2's own 260
+    # Fine-tuning on the validation photos too was measured for balanced, not yet for best.
+    assert preset_options().fine_tune.on_validation and not best.fine_tune.on_validation
     # A hub model keeps its own input size and is not fine-tuned, unless told otherwise.
     hub = preset_options("best", backbone="hub:/models/x")
     assert hub.image_size is None and not hub.fine_tune.enabled and hub.flip_average
@@ -208,3 +210,60 @@ def test_distorted_views_are_computed_by_the_engine_asked_for(trained_copy):
     views = [path.relative_to(cache) for path in cache.rglob("distorted-*") if path.is_dir()]
     # float32 (TensorFlow) views only, beside float32 plain features: no bfloat16 in this run.
     assert views and not [view for view in views if "bf16" in str(view)], views
+
+
+@pytest.mark.parametrize("on_validation", [True, False])
+def test_fine_tuning_learns_from_the_validation_photos_unless_told_not_to(tmp_path, on_validation):
+    """By default fine-tuning learns from the validation photos too (the test photos never):
+    a label only the validation photos have is learnt; with --no-fine_tune_on_validation it
+    is not, and the epochs are judged on them again."""
+    from tensorguess.features.backbones import get_backbone
+    from tensorguess.training.fine_tune import LabelledPaths, fine_tune
+    from tensorguess.training.options import FineTuneOptions
+
+    backbone = get_backbone("efficientnet_lite0", 96)
+    shapes = {
+        shape: draw_photos(tmp_path / shape, shape, 8, seed=81)
+        for shape in ("circle", "square", "triangle")
+    }
+
+    def split(*named: tuple[str, int]) -> LabelledPaths:
+        paths = [path for shape, _ in named for path in shapes[shape]]
+        return LabelledPaths(paths, np.repeat([label for _, label in named], 8))
+
+    train, validation = split(("circle", 0), ("square", 1)), split(("triangle", 2))
+    test = LabelledPaths(shapes["triangle"], np.full(8, 2))  # to read the scores of
+    head_options = HeadOptions(epochs=1)  # on blank features: it starts with no opinion
+    head = train_head(
+        *(
+            SplitData(np.zeros((n, 1280), np.float32), s.labels)
+            for n, s in ((16, train), (8, validation), (8, test))
+        ),
+        3,
+        head_options,
+        say=lambda _: None,
+    )
+    lines: list[str] = []
+    tuned = fine_tune(
+        backbone,
+        head,
+        head_options,
+        train,
+        validation,
+        test,
+        DistortionOptions(),
+        FineTuneOptions(
+            blocks=2, epochs=8, learning_rate=0.002, on_validation=on_validation, batch_size=8
+        ),
+        say=lines.append,
+    )
+    triangle = tuned.test_scores[:, 2].mean()
+    epochs = [line for line in lines if line.startswith("Fine-tune epoch")]
+    assert len(epochs) == 8
+    if on_validation:
+        assert "16 training and 8 validation photos together" in lines[0]
+        assert triangle > 0.6 and not any("validation" in line for line in epochs)
+    else:
+        assert "validation" not in lines[0]
+        # Never taught triangles, it keeps its start, which gives each label about a third.
+        assert triangle < 0.4 and all("validation accuracy" in line for line in epochs)

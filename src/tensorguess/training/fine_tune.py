@@ -8,10 +8,14 @@ every epoch runs only the top blocks on it: several times faster than running th
 backbone each epoch. The tuned features of the training and validation photos, which the
 novelty score is fitted on, come from the same boundaries. With distortions, every epoch
 decodes every training photo, distorts it and runs the whole backbone on it. It starts from
-the head trained on cached features, and keeps the weights of its best validation epoch (the
-starting point included), so it never ends worse on validation than it began. The
-backbone's own model is changed in place, so the export freezes the fine-tuned weights into
-the same graph as always.
+the head trained on cached features. By default (`on_validation`, single-label) it learns
+from the validation photos too, for all its epochs, and keeps the last: on clothing-extra
+that scored higher than keeping the best validation epoch of a run without them
+(docs/accuracy.md). Otherwise it keeps the weights of its best validation epoch (the
+starting point included), so it never ends worse on validation than it began; a multi-label
+model always does, since its thresholds are chosen on the validation photos afterwards. The
+test photos never train. The backbone's own model is changed in place, so the export freezes
+the fine-tuned weights into the same graph as always.
 
 With two or more local GPUs it trains on all of them (`tf.distribute.MirroredStrategy`):
 each takes a batch of `batch_size` photos, so a step sees `batch_size` times the number of
@@ -97,7 +101,10 @@ def fine_tune(
     model = backbone.model
     task = head.task
     num_classes = head.layers[-1][1].shape[0]
-    steps = options.epochs * -(-len(train) // global_batch)
+    # The photos it learns from: the validation ones too when they are not to choose anything.
+    joined = options.on_validation and not task.multi_label and len(validation) > 0
+    fitted = _joined(train, validation) if joined else train
+    steps = options.epochs * -(-len(fitted) // global_batch)
     with strategy.scope():
         if replicas > 1:  # mirrored on every device; copied back into the backbone at the end
             model = keras.models.clone_model(model, clone_function=_synchronized)
@@ -113,7 +120,7 @@ def fine_tune(
     loss_function = task.loss(head_options.label_smoothing)
     photo_losses = task.photo_losses(head_options.label_smoothing)
     balanced = head_options.class_weights == "balanced"
-    balance = task.label_balance(train.labels, num_classes, balanced)
+    balance = task.label_balance(fitted.labels, num_classes, balanced)
     size = backbone.image_size
 
     @tf.function(reduce_retracing=True)
@@ -228,10 +235,10 @@ def fine_tune(
     def train_epoch() -> tuple[float, float]:
         total_loss = 0.0
         seen: list[tuple[np.ndarray, np.ndarray]] = []
-        for boundary, rows in batches(train, rng.permutation(len(train)), training=True):
+        for boundary, rows in batches(fitted, rng.permutation(len(fitted)), training=True):
             if len(rows) < replicas:
                 continue  # a last handful too few to share out: shuffled in next epoch
-            loss, scores, labels = step(boundary, train.labels[rows])
+            loss, scores, labels = step(boundary, fitted.labels[rows])
             total_loss += float(loss) * len(rows)
             seen.append((np.asarray(scores), labels))
         scores, labels = (np.concatenate(part) for part in zip(*seen, strict=True))
@@ -240,19 +247,25 @@ def fine_tune(
     devices_used = ""
     if replicas > 1:
         devices_used = f", on {replicas} devices ({global_batch} photos a step)"
+    epochs_said = f"for {options.epochs} epochs" if joined else f"for up to {options.epochs} epochs"
+    learns_from = f"{len(train)} training photos"
+    if joined:
+        learns_from = (
+            f"{len(train)} training and {len(validation)} validation photos together (the "
+            "last epoch is kept; --no-fine_tune_on_validation keeps the best validation one)"
+        )
     if runs_bottom_each_epoch:
         say(
-            f"Fine-tuning the top {options.blocks} blocks of {backbone.name} for up to "
-            f"{options.epochs} epochs: the feature cache cannot help here, so each epoch runs "
-            f"the backbone on all {len(train)} training photos, distorted afresh "
-            f"({distortions.settings()}){devices_used}"
+            f"Fine-tuning the top {options.blocks} blocks of {backbone.name} {epochs_said}: "
+            "the feature cache cannot help here, so each epoch runs the backbone on the "
+            f"{learns_from}, distorted afresh ({distortions.settings()}){devices_used}"
         )
     else:
         say(
-            f"Fine-tuning the top {options.blocks} blocks of {backbone.name} for up to "
-            f"{options.epochs} epochs: the feature cache cannot help here; the frozen blocks "
-            f"run once on all {len(train) + len(validation) + len(test)} photos, then each "
-            f"epoch trains the top blocks{devices_used}"
+            f"Fine-tuning the top {options.blocks} blocks of {backbone.name} {epochs_said}: "
+            "the feature cache cannot help here; the frozen blocks run once on all "
+            f"{len(train) + len(validation) + len(test)} photos, then each epoch trains the "
+            f"top blocks on the {learns_from}{devices_used}"
             + (", on each photo or its mirror image" if stores_mirrors else "")
             + (f", photos mixed in pairs (mixup {options.mixup:g})" if options.mixup else "")
         )
@@ -260,7 +273,7 @@ def fine_tune(
     with scratch:
         if not runs_bottom_each_epoch:
             run_bottom = None
-            for number, split in enumerate((train, validation, test)):
+            for number, split in enumerate((fitted, test) if joined else (train, validation, test)):
                 if stored is not None and split.rows is not None:
                     boundaries[id(split)] = _Rows(stored.values, split.rows)
                     continue
@@ -270,13 +283,13 @@ def fine_tune(
             if stores_mirrors:
                 run_bottom = run_bottom or bottom_runner(backbone, options.blocks, engine)
                 file = Path(scratch.name) / "mirrored.npy"
-                mirrors = store_boundaries(run_bottom, train.paths, size, file, mirror=True).values
+                mirrors = store_boundaries(run_bottom, fitted.paths, size, file, mirror=True).values
         epochs = run_epochs(
             options.epochs,
             train_epoch,
-            lambda: measure(monitored)[:2],
+            None if joined else lambda: measure(monitored)[:2],
             lambda: [weight.numpy() for weight in trainable],
-            len(validation),
+            0 if joined else len(validation),
             say,
             title="Fine-tune epoch",
             start_counts=True,
@@ -298,10 +311,12 @@ def fine_tune(
         )
         _, accuracy, tuned.test_scores = measure(test)
         if tuned_features and not runs_bottom_each_epoch:
-            tuned.tuned_features = {
-                TRAIN: split_features(train),
-                VALIDATION: split_features(validation),
-            }
+            if joined:
+                both = split_features(fitted)
+                parts = {TRAIN: both[: len(train)], VALIDATION: both[len(train) :]}
+            else:
+                parts = {TRAIN: split_features(train), VALIDATION: split_features(validation)}
+            tuned.tuned_features = parts
         boundaries.clear()  # memory maps of files about to be removed
         mirrors = None
     tuned.test_accuracy = accuracy if len(test) else None
@@ -326,6 +341,15 @@ def _synchronized(layer: keras.layers.Layer) -> keras.layers.Layer:
     if isinstance(layer, keras.layers.BatchNormalization):
         config["synchronized"] = True
     return layer.__class__.from_config(config)
+
+
+def _joined(first: LabelledPaths, second: LabelledPaths) -> LabelledPaths:
+    """The photos of both splits as one, `first`'s first."""
+    rows = None
+    if first.rows is not None and second.rows is not None:
+        rows = np.concatenate([first.rows, second.rows])
+    labels = np.concatenate([first.labels, second.labels])
+    return LabelledPaths([*first.paths, *second.paths], labels, rows)
 
 
 @dataclass

@@ -94,7 +94,7 @@ class Epochs:
 def run_epochs(
     epochs: int,
     train_epoch: Callable[[], tuple[float, float]],
-    measure: Callable[[], tuple[float, float]],
+    measure: Callable[[], tuple[float, float]] | None,
     weights: Callable[[], list[np.ndarray]],
     validation_count: int,
     say: Say,
@@ -108,15 +108,16 @@ def run_epochs(
 
     `train_epoch()` runs one epoch and returns its training (cross entropy, the task's
     figure: accuracy, or micro-F1); `measure()` returns them on the validation split (or on
-    the training one when there is none). Stops after `patience` epochs without progress;
-    with `start_counts`, the weights before the first epoch compete too, so the result is
-    never worse than the start.
+    the training one when there is none); without `measure`, every epoch runs and the last
+    one's weights are kept. Stops after `patience` epochs without progress; with
+    `start_counts`, the weights before the first epoch compete too, so the result is never
+    worse than the start.
     """
     key = task.metric_key
     history: dict[str, list[float]] = {"loss": [], key: []}
     if validation_count:
         history.update({"val_loss": [], f"val_{key}": []})
-    best_loss = measure()[0] if start_counts else float("inf")
+    best_loss = measure()[0] if start_counts and measure is not None else float("inf")
     best_weights, best_epoch = weights(), 0
     epoch = 0
     for epoch in range(1, epochs + 1):
@@ -124,12 +125,15 @@ def run_epochs(
         loss, figure = train_epoch()
         history["loss"].append(loss)
         history[key].append(figure)
-        monitored_loss, monitored_figure = measure()
-        if validation_count:
-            history["val_loss"].append(monitored_loss)
-            history[f"val_{key}"].append(monitored_figure)
-        if monitored_loss < best_loss - MIN_IMPROVEMENT:
-            best_loss, best_weights, best_epoch = monitored_loss, weights(), epoch
+        if measure is None:
+            best_epoch = epoch
+        else:
+            monitored_loss, monitored_figure = measure()
+            if validation_count:
+                history["val_loss"].append(monitored_loss)
+                history[f"val_{key}"].append(monitored_figure)
+            if monitored_loss < best_loss - MIN_IMPROVEMENT:
+                best_loss, best_weights, best_epoch = monitored_loss, weights(), epoch
         last = epoch == epochs or (patience is not None and epoch - best_epoch >= patience)
         if epoch == 1 or epoch % report_every == 0 or last:
             line = _progress_line(title, epoch, history, validation_count, task)
@@ -138,7 +142,7 @@ def run_epochs(
             say(line)
         if last:
             break
-    return Epochs(history, epoch, best_weights)
+    return Epochs(history, epoch, weights() if measure is None else best_weights)
 
 
 def train_head(

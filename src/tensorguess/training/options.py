@@ -200,6 +200,14 @@ class FineTuneOptions:
         RATE,
         flag="fine_tune_mixup",
     )
+    on_validation: bool = setting(
+        True,
+        "fine-tuning learns from the validation photos too, for every epoch, and keeps the "
+        "last (the test photos stay out; a multi-label model never does: its thresholds are "
+        "chosen on them); off, it keeps the epoch best on the validation photos",
+        Switch,
+        flag="fine_tune_on_validation",
+    )
     batch_size: int = setting(32, "", POSITIVE)
 
     def __post_init__(self) -> None:
@@ -289,7 +297,12 @@ class TrainingOptions:
                 (
                     "fine-tuning",
                     f"top {tune.blocks} blocks, {tune.epochs} epochs of {tune.batch_size}, "
-                    f"Adam {tune.learning_rate:g} (cosine){extras}",
+                    f"Adam {tune.learning_rate:g} (cosine){extras}"
+                    + (
+                        ", on the validation photos too"
+                        if tune.on_validation and activation == "softmax"
+                        else ""
+                    ),
                 )
             )
         else:
