@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/clothing_folds.py ../shared/datasets/clothing-extra \
         --backbone efficientnet_lite2 --blocks 4 --epochs 6 [--flip_average] \
-        [--mixup 0.2] [--flip_left_right]
+        [--mixup 0.2] [--flip_left_right] [--no-fine_tune_on_validation] [--partition 1]
 
 Each fold holds out a fifth of the photos (by a hash of their content) for the test, an
 eighth of the rest for validation, and trains on the remainder: the head on cached features,
@@ -37,6 +37,17 @@ def main() -> None:
     parser.add_argument("--mixup", type=float, default=0.0, help="fine-tuning's mixup alpha")
     parser.add_argument(
         "--flip_left_right", action="store_true", help="fine-tune on mirror images too"
+    )
+    parser.add_argument(
+        "--fine_tune_on_validation",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fine-tune on the validation photos too, keeping the last epoch (train's default)",
+    )
+    parser.add_argument(
+        "--partition",
+        default="0",
+        help="which split into folds (a salt of the photos' hashes; docs/accuracy.md uses 0)",
     )
     parser.add_argument("--folds", default="0,1,2,3,4")
     parser.add_argument("--work", type=Path, default=Path("/tmp/tensorguess-folds"))
@@ -98,9 +109,9 @@ def main() -> None:
         started = time.monotonic()
         splits: dict[str, list[int]] = {"train": [], "validation": [], "test": []}
         for row, image in enumerate(scan.images):
-            if fold_of(image.digest, "0") % FOLDS == fold:
+            if fold_of(image.digest, args.partition) % FOLDS == fold:
                 splits["test"].append(row)
-            elif fold_of(image.digest, "val0") % 8 == 0:
+            elif fold_of(image.digest, f"val{args.partition}") % 8 == 0:
                 splits["validation"].append(row)
             else:
                 splits["train"].append(row)
@@ -129,6 +140,7 @@ def main() -> None:
                     epochs=args.epochs,
                     learning_rate=args.learning_rate,
                     mixup=args.mixup,
+                    on_validation=args.fine_tune_on_validation,
                 ),
                 say=lambda _: None,
                 stored=stored,
