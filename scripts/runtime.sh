@@ -223,6 +223,7 @@ tensorguess_is_switch() {
     --json | --debug | --help | -h | --move | --no_report | --unknown) return 0 ;;
     --fine_tune | --no-fine_tune | --flip_left_right | --no-flip_left_right) return 0 ;;
     --flip_average | --no-flip_average | --multi_label | --no-multi_label) return 0 ;;
+    --fine_tune_on_validation | --no-fine_tune_on_validation) return 0 ;;
     *) return 1 ;;
   esac
 }
