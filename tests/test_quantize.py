@@ -95,3 +95,35 @@ def test_asking_for_int8_where_train_kept_none_is_one_line(trained):
     result = tensorguess("guess", tf_files, photo, "--engine", "openvino-int8", check=False)
     one_line_error(result, "openvino-int8", "train with --engine openvino-int8")
     assert not Path(tf_files / "openvino-int8").exists()
+
+
+def test_an_int8_train_fine_tunes_with_the_validation_photos_kept_apart(monkeypatch):
+    """The int8 model is checked on the validation photos, so fine-tuning must not learn from
+    them under --engine openvino-int8 (it does by default otherwise), and the log says so."""
+    from types import SimpleNamespace
+
+    from tensorguess.classify.task import SINGLE
+    from tensorguess.training import fine_tune as module
+    from tensorguess.training import pipeline
+    from tensorguess.training.presets import preset_options
+
+    given = []
+    monkeypatch.setattr(module, "fine_tune", lambda *args, **kwargs: given.append(args[7]))
+    split = SimpleNamespace(labels=np.zeros(2, int))
+    data = pipeline._TrainingData(
+        splits=dict.fromkeys(("train", "validation", "test"), split),
+        photos=dict.fromkeys(
+            ("train", "validation", "test"), [SimpleNamespace(path=Path("a"))] * 2
+        ),
+        rows=dict.fromkeys(("train", "validation", "test"), np.arange(2)),
+        labels=["a", "b"],
+        task=SINGLE,
+    )
+    options = preset_options()
+    assert options.fine_tune.on_validation
+    for int8 in (False, True):
+        lines: list[str] = []
+        engines = pipeline._Engines("openvino", "openvino", int8)
+        pipeline._fine_tune(None, None, data, options, engines, lines.append, None)
+        assert given[-1].on_validation is not int8
+        assert any("keeps the validation photos apart" in line for line in lines) is int8

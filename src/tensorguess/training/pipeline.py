@@ -18,7 +18,7 @@ import gc
 import hashlib
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -135,7 +135,7 @@ def _train(
         _distorted_views(backbone, data, cache_root, options, engines, compute, calibration, say)
     head = _train_head(data, scan.labels, options, say, task)
     if options.fine_tune.enabled:
-        head = _fine_tune(backbone, head, data, options, engines.tuning, say, stored)
+        head = _fine_tune(backbone, head, data, options, engines, say, stored)
     novelty = _fit_novelty(backbone, data, head, options.fine_tune.enabled, engines.tuning, say)
     precision = engine_precision(engines.tuning)
     exported = _export(tf_files, backbone, head, novelty, scan.labels, precision, data, options)
@@ -351,12 +351,21 @@ def _train_head(
 
 
 def _fine_tune(
-    backbone, head, data: _TrainingData, options: TrainingOptions, engine: str, say, stored
+    backbone, head, data: _TrainingData, options: TrainingOptions, engines: _Engines, say, stored
 ):
     """The backbone's top blocks and the head, trained together on the photos (fine_tune.py),
     from the `stored` boundaries where there are some; the head carries the tuned features
-    of the training and validation photos when they could come from boundaries."""
+    of the training and validation photos when they could come from boundaries. An int8
+    model is checked on the validation photos, so then fine-tuning keeps them apart."""
     from tensorguess.training.fine_tune import LabelledPaths, fine_tune
+
+    tuning = options.fine_tune
+    if engines.int8 and tuning.on_validation and not data.task.multi_label:
+        say(
+            "Fine-tuning keeps the validation photos apart (--engine openvino-int8): the int8 "
+            "model is checked on them"
+        )
+        tuning = replace(tuning, on_validation=False)
 
     labelled = [
         LabelledPaths(
@@ -370,10 +379,10 @@ def _fine_tune(
         options.head,
         *labelled,
         options.distortions,
-        options.fine_tune,
+        tuning,
         options.seed,
         say,
-        engine=engine,
+        engine=engines.tuning,
         stored=stored,
         tuned_features=True,
     )
