@@ -99,10 +99,11 @@ def test_asking_for_int8_where_train_kept_none_is_one_line(trained):
 
 def test_an_int8_train_fine_tunes_with_the_validation_photos_kept_apart(monkeypatch):
     """The int8 model is checked on the validation photos, so fine-tuning must not learn from
-    them under --engine openvino-int8 (it does by default otherwise), and the log says so."""
+    them under --engine openvino-int8 (it does by default otherwise), and the log says so;
+    nor for a multi-label model, whose thresholds are chosen on them."""
     from types import SimpleNamespace
 
-    from tensorguess.classify.task import SINGLE
+    from tensorguess.classify.task import SINGLE, MultiLabel
     from tensorguess.training import fine_tune as module
     from tensorguess.training import pipeline
     from tensorguess.training.presets import preset_options
@@ -127,3 +128,6 @@ def test_an_int8_train_fine_tunes_with_the_validation_photos_kept_apart(monkeypa
         pipeline._fine_tune(None, None, data, options, engines, lines.append, None)
         assert given[-1].on_validation is not int8
         assert any("keeps the validation photos apart" in line for line in lines) is int8
+    data.task = MultiLabel()
+    pipeline._fine_tune(None, None, data, options, engines, print, None)
+    assert not given[-1].on_validation

@@ -12,8 +12,9 @@ the head trained on cached features. By default (`on_validation`, single-label) 
 from the validation photos too, for all its epochs, and keeps the last: on clothing-extra
 that scored higher than keeping the best validation epoch of a run without them
 (docs/accuracy.md). Otherwise it keeps the weights of its best validation epoch (the
-starting point included), so it never ends worse on validation than it began; a multi-label
-model always does, since its thresholds are chosen on the validation photos afterwards. The
+starting point included), so it never ends worse on validation than it began; training
+does that for a multi-label model, whose thresholds are chosen on the validation photos
+afterwards (pipeline.py). The
 test photos never train. The backbone's own model is changed in place, so the export freezes
 the fine-tuned weights into the same graph as always.
 
@@ -101,8 +102,9 @@ def fine_tune(
     model = backbone.model
     task = head.task
     num_classes = head.layers[-1][1].shape[0]
-    # The photos it learns from: the validation ones too when they are not to choose anything.
-    joined = options.on_validation and not task.multi_label and len(validation) > 0
+    # The photos it learns from: the validation ones too when they are not to choose anything
+    # (the caller turns `on_validation` off when something is chosen on them later).
+    joined = options.on_validation and len(validation) > 0
     fitted = _joined(train, validation) if joined else train
     steps = options.epochs * -(-len(fitted) // global_batch)
     with strategy.scope():

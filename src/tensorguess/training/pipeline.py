@@ -355,16 +355,18 @@ def _fine_tune(
 ):
     """The backbone's top blocks and the head, trained together on the photos (fine_tune.py),
     from the `stored` boundaries where there are some; the head carries the tuned features
-    of the training and validation photos when they could come from boundaries. An int8
-    model is checked on the validation photos, so then fine-tuning keeps them apart."""
+    of the training and validation photos when they could come from boundaries. It learns
+    from the validation photos too (`on_validation`) unless something later is chosen or
+    checked on them: a multi-label model's thresholds, an int8 model's check."""
     from tensorguess.training.fine_tune import LabelledPaths, fine_tune
 
     tuning = options.fine_tune
-    if engines.int8 and tuning.on_validation and not data.task.multi_label:
-        say(
-            "Fine-tuning keeps the validation photos apart (--engine openvino-int8): the int8 "
-            "model is checked on them"
-        )
+    if tuning.on_validation and (data.task.multi_label or engines.int8):
+        if engines.int8 and not data.task.multi_label:
+            say(
+                "Fine-tuning keeps the validation photos apart (--engine openvino-int8): the "
+                "int8 model is checked on them"
+            )
         tuning = replace(tuning, on_validation=False)
 
     labelled = [
