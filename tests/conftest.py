@@ -14,6 +14,11 @@ from pathlib import Path
 import pytest
 
 from helpers import SUPERHEROES, make_tf_files, wrapper
+from tensorguess.quiet import set_tensorflow_environment
+
+# TensorFlow as the commands start it (oneDNN's kernels on), for the test files that import
+# it themselves at collection and the processes they start.
+set_tensorflow_environment()
 
 # test.sh runs two workers, each taking a whole file at a time in the order collected: the
 # slowest files go first, so that none of them is left to start last while the other worker
