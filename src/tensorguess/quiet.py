@@ -15,9 +15,9 @@ from contextlib import contextmanager
 
 # What TensorFlow reads from the environment when it starts; a value the user set is kept.
 # oneDNN's kernels: TensorFlow turns them on by itself only on x86 CPUs with AVX-512 VNNI or
-# newer. On a CPU with AVX2 alone they made a fine-tuning step of the default preset 13 ms
-# a photo instead of 18, and the whole default `train` on 3,066 photos 4 min 38 s instead
-# of 6 min 1 s (docs/accuracy.md); `TF_ENABLE_ONEDNN_OPTS=0` still turns them off.
+# newer. On a CPU with AVX2 alone they made the default preset's fine-tuning epochs on 2,726
+# photos 30-33 s instead of 39-46 s, and its whole `train` on 3,066 photos 4 min 38 s
+# instead of 6 min 1 s (docs/accuracy.md); `TF_ENABLE_ONEDNN_OPTS=0` turns them off again.
 TENSORFLOW_ENVIRONMENT = {
     "TF_CPP_MIN_LOG_LEVEL": "2",
     "KERAS_BACKEND": "tensorflow",
