@@ -1,7 +1,8 @@
-"""Fine-tuning on several devices: MirroredStrategy lands where one device does.
+"""Fine-tuning on several devices (MirroredStrategy lands where one device does), from
+stored boundaries, with mixup, and on TensorFlow's oneDNN kernels.
 
-TensorFlow's devices are fixed when it starts, so the comparison runs in a subprocess that
-splits the CPU into two logical devices first.
+TensorFlow's devices and kernels are fixed when it starts, so those checks run in a
+subprocess (the device comparison splits the CPU into two logical devices first).
 """
 
 from __future__ import annotations
