@@ -14,9 +14,8 @@ that scored higher than keeping the best validation epoch of a run without them
 (docs/accuracy.md). Otherwise it keeps the weights of its best validation epoch (the
 starting point included), so it never ends worse on validation than it began; training
 does that for a multi-label model, whose thresholds are chosen on the validation photos
-afterwards (pipeline.py). The
-test photos never train. The backbone's own model is changed in place, so the export freezes
-the fine-tuned weights into the same graph as always.
+afterwards (pipeline.py). The test photos never train. The backbone's own model is changed
+in place, so the export freezes the fine-tuned weights into the same graph as always.
 
 With two or more local GPUs it trains on all of them (`tf.distribute.MirroredStrategy`):
 each takes a batch of `batch_size` photos, so a step sees `batch_size` times the number of

@@ -118,7 +118,8 @@ def run_epochs(
     if validation_count:
         history.update({"val_loss": [], f"val_{key}": []})
     best_loss = measure()[0] if start_counts and measure is not None else float("inf")
-    best_weights, best_epoch = weights(), 0
+    # Without a measure the last epoch's weights are taken at the end: no copy to keep.
+    best_weights, best_epoch = (weights() if measure is not None else []), 0
     epoch = 0
     for epoch in range(1, epochs + 1):
         started = time.monotonic()
