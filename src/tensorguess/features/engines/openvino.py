@@ -3,7 +3,8 @@
 OpenVINO runs the graph cut at its pixel input with a fixed small batch and two requests
 in flight (one per core pair), which on this project's 2-core machine computes
 EfficientNet-Lite0 features about 2x faster than TensorFlow in float32 and about 5x faster
-in bfloat16, the precision OpenVINO picks by itself on CPUs with AMX. Converting a graph
+in bfloat16, the precision OpenVINO picks by itself on CPUs with AMX (and on CPUs with
+AVX-512 BF16 without AMX, such as AMD's Zen 4). Converting a graph
 costs seconds and needs TensorFlow, so converted models are kept on disk
 (`$TENSORGUESS_CACHE_DIR/openvino/<key>-v<version>-ov<release>/`), written whole or not
 at all; a damaged entry is converted again.
