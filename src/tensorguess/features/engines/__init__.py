@@ -2,9 +2,9 @@
 
 Two engines run the same frozen GraphDef. TensorFlow (`engines.tensorflow`) is the
 reference and the GPU engine. OpenVINO (`engines.openvino`) is the fast one on CPUs, in
-the precision it picks by itself (bfloat16 on CPUs with AMX or AVX-512 BF16) or in float32. Tests check
-that their features and scores agree within stated tolerances; docs/benchmarks.md has the
-figures.
+the precision it picks by itself (bfloat16 on CPUs with AMX or AVX-512 BF16) or in
+float32. Tests check that their features and scores agree within stated tolerances;
+docs/benchmarks.md has the figures.
 
 `auto` (the default, or $TENSORGUESS_ENGINE) means OpenVINO unless TensorFlow sees a GPU,
 and falls back to TensorFlow when OpenVINO cannot take a graph (an old tool's op it lacks).
@@ -53,8 +53,8 @@ INT8_NEEDS_PHOTOS = (
 ENGINE_HELP = (
     "what runs the network: auto (the default, or $TENSORGUESS_ENGINE) is OpenVINO on a "
     "CPU and TensorFlow when it sees a GPU; openvino computes in OpenVINO's fastest "
-    "precision (bfloat16 on CPUs with AMX or AVX-512 BF16), openvino-f32 and tensorflow in float32, "
-    "openvino-int8 a classifier quantised to int8 by train --engine openvino-int8"
+    "precision (bfloat16 on CPUs with AMX or AVX-512 BF16), openvino-f32 and tensorflow "
+    "in float32, openvino-int8 a classifier quantised to int8 by train --engine openvino-int8"
 )
 ENGINE_HELP_TRAIN = (
     f"{ENGINE_HELP}. The features' precision is recorded in tensorguess.json, and guess.sh "
@@ -64,8 +64,8 @@ ENGINE_HELP_TRAIN = (
 )
 ENGINE_HELP_MODEL = (
     f"{ENGINE_HELP}. Under auto a model runs in the precision its head was trained on "
-    "(tensorguess.json says which: bfloat16 for one trained by auto on a CPU with AMX or AVX-512 BF16); an "
-    "old tool's graph runs in float32, as the old tool did"
+    "(tensorguess.json says which: bfloat16 for one trained by auto on a CPU with AMX or "
+    "AVX-512 BF16); an old tool's graph runs in float32, as the old tool did"
 )
 
 __all__ = [
