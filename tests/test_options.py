@@ -38,7 +38,7 @@ def test_presets_name_only_flags_and_the_defaults_are_balanced():
     assert preset_options("balanced") == options_from_flags(preset="balanced")
     fast = preset_options("fast")
     assert not fast.fine_tune.enabled and fast.head.label_smoothing == 0
-    assert dict(preset_options().describe())["fine-tuning"].startswith("top 4 blocks")
+    assert dict(preset_options().describe())["fine-tuning"].startswith("top 6 blocks")
     assert dict(fast.describe())["fine-tuning"] == "off"
     mixed = dict(options_from_flags(fine_tune_mixup=0.2, flip_left_right=True).describe())
     assert mixed["fine-tuning"].endswith(

@@ -3,8 +3,9 @@
 Fine-tuning trains the backbone's top blocks; the blocks below keep their pretrained
 weights, so their output for a photo never changes. It is computed once per photo, on the
 engine that computes the features (OpenVINO on a CPU, in the precision the exported model
-will run in), and kept in a file mapped into memory rather than in memory: 84 KB a photo
-for Lite2's top 4 blocks at 260 px, so a hundred thousand photos need not fit.
+will run in), and kept in a file mapped into memory rather than in memory: 139 KB a photo
+for Lite2's top 6 blocks at 260 px (the default), so a hundred thousand photos need not
+fit.
 
 The same pass serves the features: the pretrained top blocks, run on a photo's boundary,
 give what the whole backbone gives (`FeaturesFromBoundaries`), so a training run that

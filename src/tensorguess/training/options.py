@@ -188,8 +188,8 @@ class FineTuneOptions:
     enabled: bool = setting(
         True, "fine-tune the backbone's top blocks with the head", Switch, flag="fine_tune"
     )
-    blocks: int = setting(4, "how many top blocks to train", POSITIVE, flag="fine_tune_blocks")
-    epochs: int = setting(6, "fine-tuning epochs", POSITIVE, flag="fine_tune_epochs")
+    blocks: int = setting(6, "how many top blocks to train", POSITIVE, flag="fine_tune_blocks")
+    epochs: int = setting(8, "fine-tuning epochs", POSITIVE, flag="fine_tune_epochs")
     learning_rate: float = setting(
         3e-4, "fine-tuning's learning rate", RATE, flag="fine_tune_learning_rate"
     )
