@@ -30,13 +30,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 PRESET_HELP = {
-    "fast": "a softmax on EfficientNet-Lite0's cached features, as retrain.py: about 20 s "
+    "fast": "a softmax on EfficientNet-Lite0's cached features, as retrain.py: about 25 s "
     "for 3,000 photos with an empty cache, 15 s again",
     "balanced": "the default: EfficientNet-Lite2's features, then its top 6 blocks fine-tuned "
     "for 8 epochs, which the feature cache cannot serve: about 4 minutes for 3,000 photos "
     "with an empty cache, and 9 points more accurate than fast on hard photos",
     "best": "photos at 300 px, 8 blocks fine-tuned for 10 epochs, and each photo's scores "
-    "averaged with its mirror image's: about 7 minutes for 3,000 photos, 3.5 points more "
+    "averaged with its mirror image's: about 9 minutes for 3,000 photos, a point more "
     "accurate than balanced on hard photos, and guess.sh and guessDir.sh take twice as long",
 }
 
