@@ -2,7 +2,8 @@
 
     .venv/bin/python scripts/clothing_folds.py ../shared/datasets/clothing-extra \
         --backbone efficientnet_lite2 --blocks 4 --epochs 6 [--flip_average] \
-        [--mixup 0.2] [--flip_left_right] [--no-fine_tune_on_validation] [--partition 1]
+        [--mixup 0.2] [--flip_left_right] [--no-fine_tune_on_validation] [--partition 1] \
+        [--seed 1] [--save SCORES] [--test_views]
 
 Each fold holds out a fifth of the photos (by a hash of their content) for the test, an
 eighth of the rest for validation, and trains on the remainder: the head on cached features,
@@ -10,6 +11,12 @@ then fine-tuning as `train.sh` does it. Prints each fold's test accuracy and the
 its spread. Features are cached in WORK (default /tmp/tensorguess-folds), and so is the
 frozen blocks' output of every photo (and of its mirror image, for --flip_average), which
 every fold and every later run with the same backbone, size and blocks reuses.
+
+`--save SCORES` keeps each fold's test scores (SCORES/fold<k>.npz: the test photos' `rows`
+and `labels`, the scores of the `plain` photos and, with --flip_average, of their `mirror`
+images; with --test_views also of views that test-time augmentation could average: the
+middle 90% and 80% of each photo enlarged back to the network's size, the photo at 1.15
+times the size, each with its mirror image). scripts/fold_ensembles.py combines them.
 """
 
 from __future__ import annotations
@@ -50,10 +57,17 @@ def main() -> None:
         help="which split into folds (a salt of the photos' hashes; docs/accuracy.md uses 0)",
     )
     parser.add_argument("--folds", default="0,1,2,3,4")
+    parser.add_argument("--seed", type=int, default=0, help="the head's and fine-tuning's")
+    parser.add_argument("--save", type=Path, metavar="SCORES", help="keep each fold's scores")
+    parser.add_argument(
+        "--test_views", action="store_true", help="--save the scores of crops and a scale too"
+    )
     parser.add_argument("--work", type=Path, default=Path("/tmp/tensorguess-folds"))
     args = parser.parse_args()
     if args.flip_average and not args.blocks:
         parser.error("--flip_average averages the fine-tuned model's scores: give --blocks")
+    if args.test_views and not (args.blocks and args.save):
+        parser.error("--test_views saves the fine-tuned model's scores: give --blocks and --save")
 
     from tensorguess.quiet import import_tensorflow_quietly
 
@@ -123,6 +137,7 @@ def main() -> None:
             *(SplitData(features[rows[n]], labels[rows[n]]) for n in rows),
             len(scan.labels),
             head_options,
+            seed=args.seed,
             say=lambda _: None,
         )
         if args.blocks:
@@ -142,10 +157,12 @@ def main() -> None:
                     mixup=args.mixup,
                     on_validation=args.fine_tune_on_validation,
                 ),
+                seed=args.seed,
                 say=lambda _: None,
                 stored=stored,
             )
             scores = head.test_scores
+            saved = {"plain": scores}
             if mirrored is not None:
                 _, top = split_backbone(backbone, args.blocks)
                 tuned = np.concatenate(
@@ -154,7 +171,19 @@ def main() -> None:
                         for start in range(0, len(rows["test"]), 64)
                     ]
                 )
-                scores = (scores + head.probabilities(tuned)) / 2
+                saved["mirror"] = head.probabilities(tuned)
+                scores = (scores + saved["mirror"]) / 2
+            if args.test_views:
+                test_paths = [paths[i] for i in rows["test"]]
+                saved.update(test_view_scores(backbone, head, test_paths, args.backbone))
+            if args.save:
+                args.save.mkdir(parents=True, exist_ok=True)
+                np.savez(
+                    args.save / f"fold{fold}.npz",
+                    rows=rows["test"],
+                    labels=labels[rows["test"]],
+                    **saved,
+                )
         else:
             scores = head.probabilities(features[rows["test"]])
         accuracy = float((scores.argmax(1) == labels[rows["test"]]).mean())
@@ -164,6 +193,37 @@ def main() -> None:
         f"mean {100 * np.mean(accuracies):.1f}%, spread (sd over folds) "
         f"{100 * np.std(accuracies):.1f} points, {len(accuracies)} folds"
     )
+
+
+def test_view_scores(backbone, head, paths: list[Path], name: str) -> dict[str, np.ndarray]:
+    """The fine-tuned model's scores of other views of `paths`: the middle 90% and 80% of
+    each photo (the photo resized larger, its middle cut out), the photo at 1.15 times the
+    size (the same weights in a network built for it), each also mirrored."""
+    import tensorflow as tf
+
+    from tensorguess.data.images import pixel_batches
+    from tensorguess.features.backbones import get_backbone
+
+    size = backbone.image_size
+    larger = get_backbone(name, round(size * 1.15))
+    larger.model.set_weights(backbone.model.get_weights())
+    views = {
+        "crop90": (backbone, round(size / 0.9)),
+        "crop80": (backbone, round(size / 0.8)),
+        "scale115": (larger, larger.image_size),
+    }
+    scores = {}
+    for view, (network, loaded) in views.items():
+        plain, mirror = [], []
+        cut = (loaded - network.image_size) // 2
+        for pixels, _ in pixel_batches(paths, loaded, 32):
+            middle = pixels[:, cut : cut + network.image_size, cut : cut + network.image_size]
+            batch = tf.constant(middle.astype(np.float32))
+            plain.append(network.features(batch).numpy())
+            mirror.append(network.features(batch[:, :, ::-1]).numpy())
+        scores[view] = head.probabilities(np.concatenate(plain))
+        scores[f"{view}_mirror"] = head.probabilities(np.concatenate(mirror))
+    return scores
 
 
 if __name__ == "__main__":
