@@ -68,6 +68,10 @@ def main() -> None:
         parser.error("--flip_average averages the fine-tuned model's scores: give --blocks")
     if args.test_views and not (args.blocks and args.save):
         parser.error("--test_views saves the fine-tuned model's scores: give --blocks and --save")
+    folds = [int(f) for f in args.folds.split(",")]
+    taken = [f"fold{f}.npz" for f in folds if args.save and (args.save / f"fold{f}.npz").exists()]
+    if taken:
+        parser.error(f"{args.save} already holds {', '.join(taken)}: give another --save folder")
 
     from tensorguess.quiet import import_tensorflow_quietly
 
@@ -119,7 +123,7 @@ def main() -> None:
     stored = boundaries(False) if args.blocks else None
     mirrored = boundaries(True) if args.blocks and args.flip_average else None
     accuracies = []
-    for fold in (int(f) for f in args.folds.split(",")):
+    for fold in folds:
         started = time.monotonic()
         splits: dict[str, list[int]] = {"train": [], "validation": [], "test": []}
         for row, image in enumerate(scan.images):
@@ -178,12 +182,9 @@ def main() -> None:
                 saved.update(test_view_scores(backbone, head, test_paths, args.backbone))
             if args.save:
                 args.save.mkdir(parents=True, exist_ok=True)
-                np.savez(
-                    args.save / f"fold{fold}.npz",
-                    rows=rows["test"],
-                    labels=labels[rows["test"]],
-                    **saved,
-                )
+                partial = args.save / f"fold{fold}.partial.npz"  # whole or not at all
+                np.savez(partial, rows=rows["test"], labels=labels[rows["test"]], **saved)
+                partial.rename(args.save / f"fold{fold}.npz")
         else:
             scores = head.probabilities(features[rows["test"]])
         accuracy = float((scores.argmax(1) == labels[rows["test"]]).mean())

@@ -60,10 +60,9 @@ def main() -> None:
 
 def _folds(run: Path) -> dict[int, dict[str, np.ndarray]]:
     """The scores saved in `run`, by fold."""
-    return {
-        int(file.stem.removeprefix("fold")): dict(np.load(file))
-        for file in sorted(run.glob("fold*.npz"))
-    }
+    numbers = {file: file.stem.removeprefix("fold") for file in run.glob("fold*.npz")}
+    # A run stopped while saving leaves fold<k>.partial.npz: not a fold.
+    return {int(k): dict(np.load(file)) for file, k in sorted(numbers.items()) if k.isdigit()}
 
 
 if __name__ == "__main__":
