@@ -173,6 +173,72 @@ def test_mirror_images_are_fine_tuned_from_stored_boundaries_not_a_backbone_per_
     assert np.abs(stored[0][2][:4] - expected).max() > 0.1 * np.abs(expected).max()
 
 
+def test_trivial_augment_changes_each_photo_its_own_way_and_keeps_it_a_photo():
+    """One operation per photo at a random strength: the same seeds give the same photos,
+    values stay pixels, most photos change and differently from each other, and a few draw
+    no change at all (1 in 13)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from tensorguess.training.augment import trivial_augment
+
+    rng = np.random.default_rng(0)
+    photo = np.zeros((48, 48, 3), np.float32)
+    photo[8:40, 16:32] = [200, 60, 30]  # a bar on black, with a gradient behind it
+    photo[..., 2] += np.linspace(0, 120, 48)[None, :]
+    pixels = tf.constant(np.repeat(photo[None], 130, axis=0))
+    seeds = rng.integers(0, 2**31 - 1, size=(130, 2))
+    changed = trivial_augment(pixels, seeds).numpy()
+    np.testing.assert_array_equal(changed, trivial_augment(pixels, seeds).numpy())
+    assert changed.shape == pixels.shape and changed.min() >= 0 and changed.max() <= 255
+    differences = np.abs(changed - photo).max(axis=(1, 2, 3))
+    assert (differences > 1).sum() >= 100  # changed
+    assert 1 <= (differences < 1e-3).sum() <= 30  # the identity's share, about 10 of 130
+    assert len({np.round(image).tobytes() for image in changed}) >= 100
+    # Rotated or shifted photos uncover grey corners; the photo has no grey of its own.
+    assert (np.abs(changed - 128).max(axis=-1) < 1).any(axis=(1, 2)).sum() >= 10
+
+
+def test_trivial_augment_runs_on_every_photo_learnt_from_at_every_epoch(tmp_path, monkeypatch):
+    """--fine_tune_augment trivial: each epoch runs the frozen blocks on every training (and
+    validation) photo changed afresh, never on stored boundaries, and says so."""
+    from tensorguess.features.backbones import get_backbone
+    from tensorguess.training import fine_tune as module
+    from tensorguess.training.head import train_head
+    from tensorguess.training.options import DistortionOptions, FineTuneOptions, HeadOptions
+
+    backbone = get_backbone("efficientnet_lite0", 64)
+    splits = _tiny_splits(tmp_path, backbone)
+    head_options = HeadOptions(epochs=3)
+    head = train_head(*(split[1] for split in splits), 2, head_options, say=lambda _: None)
+    import tensorflow as tf
+
+    augmented = tf.Variable(0)  # counts inside the traced step, at every call
+    augment = module.trivial_augment
+
+    def count(pixels, seeds):
+        augmented.assign_add(tf.shape(pixels)[0])
+        return augment(pixels, seeds)
+
+    monkeypatch.setattr(module, "trivial_augment", count)
+    monkeypatch.setattr(module, "store_boundaries", lambda *a, **k: pytest.fail("stored"))
+    lines = []
+    tuned = module.fine_tune(
+        backbone,
+        head,
+        head_options,
+        *(split[0] for split in splits),
+        DistortionOptions(),
+        FineTuneOptions(blocks=1, epochs=2, batch_size=8, augment="trivial"),
+        say=lines.append,
+    )
+    assert "one random operation each (TrivialAugment)" in lines[0]
+    assert tuned.test_accuracy is not None and len(tuned.history["fine_tune_loss"]) == 2
+    # Both epochs changed all 24 photos learnt from (16 training, 8 validation); the test
+    # photos were scored as they are.
+    assert int(augmented.numpy()) == 2 * 24
+
+
 def test_mixup_mixes_pairs_of_photos_and_their_targets_alike():
     """Each mixed photo is share * itself + (1 - share) * another photo of the batch, its
     target and label weight the same mixture; the label it counts as has the larger share."""

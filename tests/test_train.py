@@ -175,7 +175,10 @@ def test_fine_tune_says_it_is_uncached_and_keeps_the_2016_contract(trained_copy,
     assert predictions.shape == (1, 2) and labels[int(np.argmax(predictions[0]))] == "square"
 
 
-@pytest.mark.parametrize("flag", ["--dropout=1", "--label_smoothing=-0.1", "--random_crop=101"])
+@pytest.mark.parametrize(
+    "flag",
+    ["--dropout=1", "--label_smoothing=-0.1", "--random_crop=101", "--fine_tune_augment=rand"],
+)
 def test_out_of_range_options_are_usage_errors(tmp_path, flag):
     result = tensorguess("train", tmp_path, flag, check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr

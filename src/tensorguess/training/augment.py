@@ -73,6 +73,84 @@ def distort(pixels, seeds, distortions: DistortionOptions, image_size: int):
     return tf.clip_by_value(distorted * factor[:, None, None, None], 0, 255)
 
 
+def trivial_augment(pixels, seeds):
+    """TrivialAugment (Mueller and Hutter, 2021): float pixels [B, S, S, 3] in 0-255 -> each
+    changed by one operation drawn at random, at a strength drawn at random; same shape.
+
+    The 13 operations: none, shear or translation along either axis, rotation, brightness,
+    colour, contrast, sharpness, posterize, solarize, autocontrast, with RandAugment's
+    ranges (shear 0.3, translation 30% of the side, rotation 30 degrees, the enhancements
+    0.1-1.9 times). Uncovered corners are grey. `seeds` [B, 2] int64 makes each image's
+    draw reproducible. Fine-tuning learns from it (`--fine_tune_augment trivial`).
+    """
+    import tensorflow as tf
+
+    def uniform(offset: int):
+        return tf.map_fn(
+            lambda seed: tf.random.stateless_uniform([], seed + offset),
+            seeds,
+            fn_output_signature=tf.float32,
+        )
+
+    count = tf.shape(pixels)[0]
+    size = tf.cast(tf.shape(pixels)[1], tf.float32)
+    operation = tf.cast(uniform(11) * 13, tf.int32)
+    strength = uniform(12) * tf.where(uniform(13) < 0.5, -1.0, 1.0)  # -1 to 1
+
+    def chosen(number: int):
+        return tf.equal(operation, number)
+
+    # The geometric operations: one projective transform each, the identity for the others.
+    zero, one = tf.zeros([count]), tf.ones([count])
+    shear, shift = 0.3 * strength, 0.3 * size * strength
+    angle, middle = np.radians(30) * strength, size / 2
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    rows = {
+        1: [one, shear, zero, zero, one, zero],
+        2: [one, zero, zero, shear, one, zero],
+        3: [one, zero, shift, zero, one, zero],
+        4: [one, zero, zero, zero, one, shift],
+        5: [cos, -sin, middle * (1 - cos + sin), sin, cos, middle * (1 - sin - cos)],
+    }
+    transform = tf.stack([one, zero, zero, zero, one, zero, zero, zero], axis=1)
+    for number, row in rows.items():
+        moved = tf.stack([*row, zero, zero], axis=1)
+        transform = tf.where(chosen(number)[:, None], moved, transform)
+    moved = tf.raw_ops.ImageProjectiveTransformV3(
+        images=pixels,
+        transforms=transform,
+        output_shape=tf.shape(pixels)[1:3],
+        fill_value=128.0,
+        interpolation="BILINEAR",
+        fill_mode="CONSTANT",
+    )
+    # The photometric operations, most of them a blend with a degenerate version of the photo.
+    factor = (1 + 0.9 * strength)[:, None, None, None]
+    gray = tf.image.rgb_to_grayscale(moved)
+    mean = tf.reduce_mean(gray, axis=[1, 2, 3], keepdims=True)
+    kernel = tf.constant([[1, 1, 1], [1, 5, 1], [1, 1, 1]], tf.float32) / 13
+    blurred = tf.nn.depthwise_conv2d(
+        moved, tf.tile(kernel[:, :, None, None], [1, 1, 3, 1]), [1, 1, 1, 1], "SAME"
+    )
+    step = (2.0 ** tf.round(tf.abs(strength) * 4))[:, None, None, None]  # 8 to 4 bits
+    threshold = (256 * (1 - tf.abs(strength)))[:, None, None, None]
+    low = tf.reduce_min(moved, axis=[1, 2], keepdims=True)
+    high = tf.reduce_max(moved, axis=[1, 2], keepdims=True)
+    versions = {
+        6: moved * factor,
+        7: gray + factor * (moved - gray),
+        8: mean + factor * (moved - mean),
+        9: blurred + factor * (moved - blurred),
+        10: tf.floor(moved / step) * step,
+        11: tf.where(moved >= threshold, 255 - moved, moved),
+        12: (moved - low) * 255 / tf.maximum(high - low, 1),
+    }
+    result = moved
+    for number, version in versions.items():
+        result = tf.where(chosen(number)[:, None, None, None], version, result)
+    return tf.clip_by_value(result, 0, 255)
+
+
 def pixel_seeds(pixels, variant: int):
     """[B, 2] int64 seeds from each image's pixels and the variant number."""
     import tensorflow as tf

@@ -6,8 +6,9 @@ at every step, its output for each photo (the "boundary", features/boundaries.py
 computed once (by the training run, in the same pass as the features; else here), and
 every epoch runs only the top blocks on it: several times faster than running the whole
 backbone each epoch. The tuned features of the training and validation photos, which the
-novelty score is fitted on, come from the same boundaries. With distortions, every epoch
-decodes every training photo, distorts it and runs the whole backbone on it. It starts from
+novelty score is fitted on, come from the same boundaries. With distortions, or with
+TrivialAugment (`augment`, one random operation per photo and epoch), every epoch decodes
+every training photo, changes it and runs the whole backbone on it. It starts from
 the head trained on cached features. By default (`on_validation`, single-label) it learns
 from the validation photos too, for all its epochs, and keeps the last: on clothing-extra
 that scored higher than keeping the best validation epoch of a run without them
@@ -44,7 +45,7 @@ from tensorguess.features.boundaries import (
     split_model,
     store_boundaries,
 )
-from tensorguess.training.augment import distort
+from tensorguess.training.augment import distort, trivial_augment
 from tensorguess.training.head import (
     Say,
     TrainedHead,
@@ -123,6 +124,7 @@ def fine_tune(
     balanced = head_options.class_weights == "balanced"
     balance = task.label_balance(fitted.labels, num_classes, balanced)
     size = backbone.image_size
+    augments = options.augment == "trivial"
 
     @tf.function(reduce_retracing=True)
     def frozen_bottom(pixels):
@@ -130,7 +132,11 @@ def fine_tune(
 
     @tf.function(reduce_retracing=True)
     def distorted_bottom(pixels, seeds):
-        return frozen_bottom(distort(pixels, seeds, distortions, size))
+        if distortions.distorts:
+            pixels = distort(pixels, seeds, distortions, size)
+        if augments:
+            pixels = trivial_augment(pixels, seeds)
+        return frozen_bottom(pixels)
 
     def replica_step(boundary, targets, photo_weights, photos):
         with tf.GradientTape() as tape:
@@ -183,8 +189,8 @@ def fine_tune(
     boundaries: dict[int, np.ndarray | _Rows] = {}
     mirrors: np.ndarray | None = None  # the training photos' mirror images' boundaries
     # Mirroring is the one distortion whose views can be stored: two per photo.
-    stores_mirrors = distortions.mirrors_only
-    runs_bottom_each_epoch = distortions.alters_pixels
+    stores_mirrors = distortions.mirrors_only and not augments
+    runs_bottom_each_epoch = distortions.alters_pixels or augments
 
     def batches(split: LabelledPaths, order: np.ndarray, training: bool) -> Iterator:
         """(boundary batch, rows of `split`) in `order`: from the stored boundaries (in
@@ -256,10 +262,14 @@ def fine_tune(
             "last epoch is kept; --no-fine_tune_on_validation keeps the best validation one)"
         )
     if runs_bottom_each_epoch:
+        changes = ", ".join(
+            [distortions.settings()] * distortions.distorts
+            + ["one random operation each (TrivialAugment)"] * augments
+        )
         say(
             f"Fine-tuning the top {options.blocks} blocks of {backbone.name} {epochs_said}: "
             "the feature cache cannot help here, so each epoch runs the backbone on the "
-            f"{learns_from}, distorted afresh ({distortions.settings()}){devices_used}"
+            f"{learns_from}, distorted afresh ({changes}){devices_used}"
         )
     else:
         say(

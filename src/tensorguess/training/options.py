@@ -202,6 +202,14 @@ class FineTuneOptions:
         RATE,
         flag="fine_tune_mixup",
     )
+    augment: str = setting(
+        "none",
+        "trivial: each epoch changes every photo fine-tuning learns from by one random "
+        "operation (TrivialAugment: a shear, shift, rotation, colour or contrast change...), "
+        "which runs the frozen blocks on every photo each epoch",
+        OneOf(("none", "trivial")),
+        flag="fine_tune_augment",
+    )
     on_validation: bool = setting(
         True,
         "fine-tuning learns from the validation photos too, for every epoch, and keeps the "
