@@ -232,7 +232,7 @@ def test_trivial_augment_runs_on_every_photo_learnt_from_at_every_epoch(tmp_path
         FineTuneOptions(blocks=1, epochs=2, batch_size=8, augment="trivial"),
         say=lines.append,
     )
-    assert "one random operation each (TrivialAugment)" in lines[0]
+    assert "changed afresh (TrivialAugment: one random operation a photo)" in lines[0]
     assert tuned.test_accuracy is not None and len(tuned.history["fine_tune_loss"]) == 2
     # Both epochs changed all 24 photos learnt from (16 training, 8 validation); the test
     # photos were scored as they are.

@@ -264,12 +264,12 @@ def fine_tune(
     if runs_bottom_each_epoch:
         changes = ", ".join(
             [distortions.settings()] * distortions.distorts
-            + ["one random operation each (TrivialAugment)"] * augments
+            + ["TrivialAugment: one random operation a photo"] * augments
         )
         say(
             f"Fine-tuning the top {options.blocks} blocks of {backbone.name} {epochs_said}: "
             "the feature cache cannot help here, so each epoch runs the backbone on the "
-            f"{learns_from}, distorted afresh ({changes}){devices_used}"
+            f"{learns_from}, changed afresh ({changes}){devices_used}"
         )
     else:
         say(
