@@ -2,8 +2,10 @@
 
     .venv/bin/python scripts/clothing_folds.py ../shared/datasets/clothing-extra \
         --backbone efficientnet_lite2 --blocks 4 --epochs 6 [--flip_average] \
-        [--mixup 0.2] [--flip_left_right] [--no-fine_tune_on_validation] [--partition 1] \
-        [--seed 1] [--save SCORES] [--test_views]
+        [--mixup 0.2] [--flip_left_right] [--random_crop 10 --random_scale 15 \
+        --random_brightness 15] [--augment trivial] [--class_weights none] \
+        [--no-fine_tune_on_validation] [--partition 1] [--seed 1] [--save SCORES] \
+        [--test_views] [--verbose]
 
 Each fold holds out a fifth of the photos (by a hash of their content) for the test, an
 eighth of the rest for validation, and trains on the remainder: the head on cached features,
@@ -40,10 +42,27 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--learning_rate", type=float, default=3e-4)
     parser.add_argument("--label_smoothing", type=float, default=0.1)
+    parser.add_argument(
+        "--class_weights", default="balanced", choices=("balanced", "none"), help="train's flag"
+    )
     parser.add_argument("--flip_average", action="store_true", help="test-time mirror average")
     parser.add_argument("--mixup", type=float, default=0.0, help="fine-tuning's mixup alpha")
     parser.add_argument(
         "--flip_left_right", action="store_true", help="fine-tune on mirror images too"
+    )
+    for name in ("random_crop", "random_scale", "random_brightness"):
+        parser.add_argument(
+            f"--{name}",
+            type=float,
+            default=0.0,
+            help="percent; fine-tuning distorts every training photo afresh (train's flag)",
+        )
+    parser.add_argument(
+        "--augment",
+        default="none",
+        choices=("none", "trivial"),
+        help="train's --fine_tune_augment: trivial changes every training photo by one "
+        "random operation each epoch (TrivialAugment)",
     )
     parser.add_argument(
         "--fine_tune_on_validation",
@@ -63,6 +82,9 @@ def main() -> None:
         "--test_views", action="store_true", help="--save the scores of crops and a scale too"
     )
     parser.add_argument("--work", type=Path, default=Path("/tmp/tensorguess-folds"))
+    parser.add_argument(
+        "--verbose", action="store_true", help="print the head's and fine-tuning's epochs"
+    )
     args = parser.parse_args()
     if args.flip_average and not args.blocks:
         parser.error("--flip_average averages the fine-tuned model's scores: give --blocks")
@@ -120,6 +142,10 @@ def main() -> None:
         partial.rename(file)
         return StoredBoundaries(np.load(file, mmap_mode="r"))
 
+    def say(line: str) -> None:
+        if args.verbose:
+            print(line, flush=True)
+
     stored = boundaries(False) if args.blocks else None
     mirrored = boundaries(True) if args.blocks and args.flip_average else None
     accuracies = []
@@ -136,13 +162,15 @@ def main() -> None:
         rows = {name: np.array(indices) for name, indices in splits.items()}
         # The pretrained weights again, each fold.
         backbone = get_backbone(args.backbone, args.image_size)
-        head_options = HeadOptions(label_smoothing=args.label_smoothing)
+        head_options = HeadOptions(
+            label_smoothing=args.label_smoothing, class_weights=args.class_weights
+        )
         head = train_head(
             *(SplitData(features[rows[n]], labels[rows[n]]) for n in rows),
             len(scan.labels),
             head_options,
             seed=args.seed,
-            say=lambda _: None,
+            say=say,
         )
         if args.blocks:
             head = fine_tune(
@@ -153,16 +181,22 @@ def main() -> None:
                     LabelledPaths([paths[i] for i in rows[n]], labels[rows[n]], rows[n])
                     for n in rows
                 ),
-                DistortionOptions(flip_left_right=args.flip_left_right),
+                DistortionOptions(
+                    flip_left_right=args.flip_left_right,
+                    random_crop=args.random_crop,
+                    random_scale=args.random_scale,
+                    random_brightness=args.random_brightness,
+                ),
                 FineTuneOptions(
                     blocks=args.blocks,
                     epochs=args.epochs,
                     learning_rate=args.learning_rate,
                     mixup=args.mixup,
+                    augment=args.augment,
                     on_validation=args.fine_tune_on_validation,
                 ),
                 seed=args.seed,
-                say=lambda _: None,
+                say=say,
                 stored=stored,
             )
             scores = head.test_scores
