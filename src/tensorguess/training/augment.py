@@ -50,11 +50,7 @@ def distort(pixels, seeds, distortions: DistortionOptions, image_size: int):
     import tensorflow as tf
 
     def uniform(offset: int, low: float, high: float):
-        return tf.map_fn(
-            lambda seed: tf.random.stateless_uniform([], seed + offset, low, high),
-            seeds,
-            fn_output_signature=tf.float32,
-        )
+        return _uniform(seeds, offset, low, high)
 
     scale = (1 + distortions.random_crop / 100) * uniform(1, 1, 1 + distortions.random_scale / 100)
     window = 1 / scale
@@ -86,11 +82,7 @@ def trivial_augment(pixels, seeds):
     import tensorflow as tf
 
     def uniform(offset: int):
-        return tf.map_fn(
-            lambda seed: tf.random.stateless_uniform([], seed + offset),
-            seeds,
-            fn_output_signature=tf.float32,
-        )
+        return _uniform(seeds, offset, 0.0, 1.0)
 
     count = tf.shape(pixels)[0]
     size = tf.cast(tf.shape(pixels)[1], tf.float32)
@@ -114,8 +106,7 @@ def trivial_augment(pixels, seeds):
     }
     transform = tf.stack([one, zero, zero, zero, one, zero, zero, zero], axis=1)
     for number, row in rows.items():
-        moved = tf.stack([*row, zero, zero], axis=1)
-        transform = tf.where(chosen(number)[:, None], moved, transform)
+        transform = tf.where(chosen(number)[:, None], tf.stack([*row, zero, zero], 1), transform)
     moved = tf.raw_ops.ImageProjectiveTransformV3(
         images=pixels,
         transforms=transform,
@@ -149,6 +140,17 @@ def trivial_augment(pixels, seeds):
     for number, version in versions.items():
         result = tf.where(chosen(number)[:, None, None, None], version, result)
     return tf.clip_by_value(result, 0, 255)
+
+
+def _uniform(seeds, offset: int, low: float, high: float):
+    """One number from `low` to `high` per image, drawn from its seed [2] plus `offset`."""
+    import tensorflow as tf
+
+    return tf.map_fn(
+        lambda seed: tf.random.stateless_uniform([], seed + offset, low, high),
+        seeds,
+        fn_output_signature=tf.float32,
+    )
 
 
 def pixel_seeds(pixels, variant: int):
