@@ -200,8 +200,11 @@ def test_trivial_augment_changes_each_photo_its_own_way_and_keeps_it_a_photo():
 
 
 def test_trivial_augment_runs_on_every_photo_learnt_from_at_every_epoch(tmp_path, monkeypatch):
-    """--fine_tune_augment trivial: each epoch runs the frozen blocks on every training (and
-    validation) photo changed afresh, never on stored boundaries, and says so."""
+    """--fine_tune_augment trivial: each epoch runs the engine's frozen blocks on every
+    training (and validation) photo changed afresh, as whole pixels, and says so; the test
+    photos and the tuned features come from boundaries stored once."""
+    import numpy as np
+
     from tensorguess.features.backbones import get_backbone
     from tensorguess.training import fine_tune as module
     from tensorguess.training.head import train_head
@@ -220,8 +223,20 @@ def test_trivial_augment_runs_on_every_photo_learnt_from_at_every_epoch(tmp_path
         augmented.assign_add(tf.shape(pixels)[0])
         return augment(pixels, seeds)
 
+    ran = []  # (dtype, photos) of every batch the frozen blocks ran on
+    runner = module.bottom_runner
+
+    def counting_runner(*args):
+        run = runner(*args)
+
+        def counted(pixels):
+            ran.append((pixels.dtype, len(pixels)))
+            return run(pixels)
+
+        return counted
+
     monkeypatch.setattr(module, "trivial_augment", count)
-    monkeypatch.setattr(module, "store_boundaries", lambda *a, **k: pytest.fail("stored"))
+    monkeypatch.setattr(module, "bottom_runner", counting_runner)
     lines = []
     tuned = module.fine_tune(
         backbone,
@@ -231,12 +246,17 @@ def test_trivial_augment_runs_on_every_photo_learnt_from_at_every_epoch(tmp_path
         DistortionOptions(),
         FineTuneOptions(blocks=1, epochs=2, batch_size=8, augment="trivial"),
         say=lines.append,
+        tuned_features=True,
     )
     assert "changed afresh (TrivialAugment: one random operation a photo)" in lines[0]
     assert tuned.test_accuracy is not None and len(tuned.history["fine_tune_loss"]) == 2
     # Both epochs changed all 24 photos learnt from (16 training, 8 validation); the test
     # photos were scored as they are.
     assert int(augmented.numpy()) == 2 * 24
+    tests = len(splits[2][0])
+    assert all(dtype == np.uint8 for dtype, _ in ran)
+    assert sum(photos for _, photos in ran) == 24 + tests + 2 * 24  # stored once, then changed
+    assert [len(tuned.tuned_features[name]) for name in ("train", "validation")] == [16, 8]
 
 
 def test_mixup_mixes_pairs_of_photos_and_their_targets_alike():

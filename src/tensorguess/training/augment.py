@@ -88,58 +88,69 @@ def trivial_augment(pixels, seeds):
     size = tf.cast(tf.shape(pixels)[1], tf.float32)
     operation = tf.cast(uniform(11) * 13, tf.int32)
     strength = uniform(12) * tf.where(uniform(13) < 0.5, -1.0, 1.0)  # -1 to 1
+    # Each operation runs on the photos that drew it only: a thirteenth of the batch each.
+    photos = tf.dynamic_partition(pixels, operation, 13)
+    strengths = tf.dynamic_partition(strength, operation, 13)
+    places = tf.dynamic_partition(tf.range(count), operation, 13)
+    changed = [
+        _trivial_operation(number, part, part_strength, size)
+        for number, (part, part_strength) in enumerate(zip(photos, strengths, strict=True))
+    ]
+    return tf.clip_by_value(tf.dynamic_stitch(places, changed), 0, 255)
 
-    def chosen(number: int):
-        return tf.equal(operation, number)
 
-    # The geometric operations: one projective transform each, the identity for the others.
-    zero, one = tf.zeros([count]), tf.ones([count])
-    shear, shift = 0.3 * strength, 0.3 * size * strength
-    angle, middle = np.radians(30) * strength, size / 2
-    cos, sin = tf.cos(angle), tf.sin(angle)
-    rows = {
-        1: [one, shear, zero, zero, one, zero],
-        2: [one, zero, zero, shear, one, zero],
-        3: [one, zero, shift, zero, one, zero],
-        4: [one, zero, zero, zero, one, shift],
-        5: [cos, -sin, middle * (1 - cos + sin), sin, cos, middle * (1 - sin - cos)],
-    }
-    transform = tf.stack([one, zero, zero, zero, one, zero, zero, zero], axis=1)
-    for number, row in rows.items():
-        transform = tf.where(chosen(number)[:, None], tf.stack([*row, zero, zero], 1), transform)
-    moved = tf.raw_ops.ImageProjectiveTransformV3(
-        images=pixels,
-        transforms=transform,
-        output_shape=tf.shape(pixels)[1:3],
-        fill_value=128.0,
-        interpolation="BILINEAR",
-        fill_mode="CONSTANT",
-    )
+def _trivial_operation(number: int, pixels, strength, size):
+    """TrivialAugment's operation `number` (0-12, as `trivial_augment` lists them) on float
+    pixels [b, S, S, 3], each photo at its `strength` [b] from -1 to 1."""
+    import tensorflow as tf
+
+    if number == 0:
+        return pixels
+    if number <= 5:  # geometric: one projective transform each, corners grey
+        zero, one = tf.zeros_like(strength), tf.ones_like(strength)
+        shear, shift = 0.3 * strength, 0.3 * size * strength
+        angle, middle = np.radians(30) * strength, size / 2
+        cos, sin = tf.cos(angle), tf.sin(angle)
+        row = {
+            1: [one, shear, zero, zero, one, zero],
+            2: [one, zero, zero, shear, one, zero],
+            3: [one, zero, shift, zero, one, zero],
+            4: [one, zero, zero, zero, one, shift],
+            5: [cos, -sin, middle * (1 - cos + sin), sin, cos, middle * (1 - sin - cos)],
+        }[number]
+        return tf.raw_ops.ImageProjectiveTransformV3(
+            images=pixels,
+            transforms=tf.stack([*row, zero, zero], 1),
+            output_shape=tf.shape(pixels)[1:3],
+            fill_value=128.0,
+            interpolation="BILINEAR",
+            fill_mode="CONSTANT",
+        )
     # The photometric operations, most of them a blend with a degenerate version of the photo.
     factor = (1 + 0.9 * strength)[:, None, None, None]
-    gray = tf.image.rgb_to_grayscale(moved)
-    mean = tf.reduce_mean(gray, axis=[1, 2, 3], keepdims=True)
-    kernel = tf.constant([[1, 1, 1], [1, 5, 1], [1, 1, 1]], tf.float32) / 13
-    blurred = tf.nn.depthwise_conv2d(
-        moved, tf.tile(kernel[:, :, None, None], [1, 1, 3, 1]), [1, 1, 1, 1], "SAME"
-    )
-    step = (2.0 ** tf.round(tf.abs(strength) * 4))[:, None, None, None]  # 8 to 4 bits
-    threshold = (256 * (1 - tf.abs(strength)))[:, None, None, None]
-    low = tf.reduce_min(moved, axis=[1, 2], keepdims=True)
-    high = tf.reduce_max(moved, axis=[1, 2], keepdims=True)
-    versions = {
-        6: moved * factor,
-        7: gray + factor * (moved - gray),
-        8: mean + factor * (moved - mean),
-        9: blurred + factor * (moved - blurred),
-        10: tf.floor(moved / step) * step,
-        11: tf.where(moved >= threshold, 255 - moved, moved),
-        12: (moved - low) * 255 / tf.maximum(high - low, 1),
-    }
-    result = moved
-    for number, version in versions.items():
-        result = tf.where(chosen(number)[:, None, None, None], version, result)
-    return tf.clip_by_value(result, 0, 255)
+    if number == 6:  # brightness
+        return pixels * factor
+    if number == 7:  # colour
+        gray = tf.image.rgb_to_grayscale(pixels)
+        return gray + factor * (pixels - gray)
+    if number == 8:  # contrast
+        mean = tf.reduce_mean(tf.image.rgb_to_grayscale(pixels), axis=[1, 2, 3], keepdims=True)
+        return mean + factor * (pixels - mean)
+    if number == 9:  # sharpness
+        kernel = tf.constant([[1, 1, 1], [1, 5, 1], [1, 1, 1]], tf.float32) / 13
+        blurred = tf.nn.depthwise_conv2d(
+            pixels, tf.tile(kernel[:, :, None, None], [1, 1, 3, 1]), [1, 1, 1, 1], "SAME"
+        )
+        return blurred + factor * (pixels - blurred)
+    if number == 10:  # posterize: 8 to 4 bits
+        step = (2.0 ** tf.round(tf.abs(strength) * 4))[:, None, None, None]
+        return tf.floor(pixels / step) * step
+    if number == 11:  # solarize
+        threshold = (256 * (1 - tf.abs(strength)))[:, None, None, None]
+        return tf.where(pixels >= threshold, 255 - pixels, pixels)
+    low = tf.reduce_min(pixels, axis=[1, 2], keepdims=True)  # autocontrast
+    high = tf.reduce_max(pixels, axis=[1, 2], keepdims=True)
+    return (pixels - low) * 255 / tf.maximum(high - low, 1)
 
 
 def _uniform(seeds, offset: int, low: float, high: float):

@@ -1,18 +1,19 @@
 """Fine-tuning: the top blocks of an embedded backbone trained together with the head.
 
 Fine-tuning changes the features themselves, so the feature cache cannot serve it. The
-frozen bottom of the backbone does not change, though: unless photos are distorted afresh
-at every step, its output for each photo (the "boundary", features/boundaries.py) is
-computed once (by the training run, in the same pass as the features; else here), and
-every epoch runs only the top blocks on it: several times faster than running the whole
-backbone each epoch. The tuned features of the training and validation photos, which the
-novelty score is fitted on, come from the same boundaries. With distortions, or with
-TrivialAugment (`augment`, one random operation per photo and epoch), every epoch decodes
-every training photo, changes it and runs the whole backbone on it. It starts from
-the head trained on cached features. By default (`on_validation`, single-label) it learns
-from the validation photos too, for all its epochs, and keeps the last: on clothing-extra
-that scored higher than keeping the best validation epoch of a run without them
-(docs/accuracy.md). Otherwise it keeps the weights of its best validation epoch (the
+frozen bottom of the backbone does not change, though: its output for each photo (the
+"boundary", features/boundaries.py) is computed once (by the training run, in the same pass
+as the features; else here), and every epoch runs only the top blocks on it: several times
+faster than running the whole backbone each epoch. The tuned features of the training and
+validation photos, which the novelty score is fitted on, come from the same boundaries.
+With distortions, or with TrivialAugment (`augment`, one random operation per photo and
+epoch), every epoch decodes every training photo, changes it, and runs the frozen bottom on
+it on the engine that stored the boundaries (OpenVINO on a CPU: twice TensorFlow's speed);
+the validation and test photos are never changed, so their stored boundaries still serve.
+It starts from the head trained on cached features. By default (`on_validation`,
+single-label) it learns from the validation photos too, for all its epochs, and keeps the
+last: on clothing-extra that scored higher than keeping the best validation epoch of a run
+without them (docs/accuracy.md). Otherwise it keeps the weights of its best validation epoch (the
 starting point included), so it never ends worse on validation than it began; training
 does that for a multi-label model, whose thresholds are chosen on the validation photos
 afterwards (pipeline.py). The test photos never train. The backbone's own model is changed
@@ -98,7 +99,7 @@ def fine_tune(
     strategy = distribution(devices)
     replicas = strategy.num_replicas_in_sync
     global_batch = options.batch_size * replicas
-    frozen, _ = split_backbone(backbone, options.blocks)  # refuses a backbone it cannot tune
+    split_backbone(backbone, options.blocks)  # refuses a backbone it cannot tune
     model = backbone.model
     task = head.task
     num_classes = head.layers[-1][1].shape[0]
@@ -127,16 +128,13 @@ def fine_tune(
     augments = options.augment == "trivial"
 
     @tf.function(reduce_retracing=True)
-    def frozen_bottom(pixels):
-        return frozen(backbone.preprocess(pixels), training=False)
-
-    @tf.function(reduce_retracing=True)
-    def distorted_bottom(pixels, seeds):
+    def changed(pixels, seeds):
+        pixels = tf.cast(pixels, tf.float32)
         if distortions.distorts:
             pixels = distort(pixels, seeds, distortions, size)
         if augments:
             pixels = trivial_augment(pixels, seeds)
-        return frozen_bottom(pixels)
+        return tf.cast(tf.round(pixels), tf.uint8)  # whole pixels, as the decoder gives
 
     def replica_step(boundary, targets, photo_weights, photos):
         with tf.GradientTape() as tape:
@@ -190,34 +188,37 @@ def fine_tune(
     mirrors: np.ndarray | None = None  # the training photos' mirror images' boundaries
     # Mirroring is the one distortion whose views can be stored: two per photo.
     stores_mirrors = distortions.mirrors_only and not augments
-    runs_bottom_each_epoch = distortions.alters_pixels or augments
+    changes_each_epoch = distortions.alters_pixels or augments
+    run_bottom = None
 
     def batches(split: LabelledPaths, order: np.ndarray, training: bool) -> Iterator:
         """(boundary batch, rows of `split`) in `order`: from the stored boundaries (in
-        training, each photo's or its mirror image's at random when mirrors are stored), or
-        by running the bottom on photos distorted afresh (training with distortions)."""
-        if id(split) in boundaries:
-            stored = boundaries[id(split)]
-            for start in range(0, len(order), global_batch):
-                rows = order[start : start + global_batch]
-                if mirrors is None or not training:
-                    yield stored[rows], rows
-                    continue
-                flip = rng.random(len(rows)) < 0.5
-                batch = np.empty((len(rows), *stored.shape[1:]), stored.dtype)
-                batch[~flip], batch[flip] = stored[rows[~flip]], mirrors[rows[flip]]
-                yield batch, rows
+        training, each photo's or its mirror image's at random when mirrors are stored), or,
+        in training with distortions or TrivialAugment, by running the frozen bottom on
+        photos changed afresh."""
+        if training and changes_each_epoch:
+            for pixels, rows in changed_pixels(split, order):
+                yield run_bottom(pixels), rows
             return
+        stored = boundaries[id(split)]
+        for start in range(0, len(order), global_batch):
+            rows = order[start : start + global_batch]
+            if mirrors is None or not training:
+                yield stored[rows], rows
+                continue
+            flip = rng.random(len(rows)) < 0.5
+            batch = np.empty((len(rows), *stored.shape[1:]), stored.dtype)
+            batch[~flip], batch[flip] = stored[rows[~flip]], mirrors[rows[flip]]
+            yield batch, rows
+
+    def changed_pixels(split: LabelledPaths, order: np.ndarray) -> Iterator:
+        """(uint8 pixels changed afresh, rows of `split`) in `order`, batch by batch."""
         start = 0
         for pixels, _ in pixel_batches([split.paths[i] for i in order], size, global_batch):
             rows = order[start : start + len(pixels)]
             start += len(rows)
-            pixels = tf.cast(pixels, tf.float32)
-            if training:
-                seeds = rng.integers(0, 2**31 - 1, size=(len(rows), 2))
-                yield distorted_bottom(pixels, seeds).numpy(), rows
-            else:
-                yield frozen_bottom(pixels).numpy(), rows
+            seeds = rng.integers(0, 2**31 - 1, size=(len(rows), 2))
+            yield changed(pixels, seeds).numpy(), rows
 
     def measure(split: LabelledPaths) -> tuple[float, float, np.ndarray]:
         """Cross entropy, the task's figure and scores of a split with the current weights."""
@@ -261,14 +262,14 @@ def fine_tune(
             f"{len(train)} training and {len(validation)} validation photos together (the "
             "last epoch is kept; --no-fine_tune_on_validation keeps the best validation one)"
         )
-    if runs_bottom_each_epoch:
+    if changes_each_epoch:
         changes = ", ".join(
             [distortions.settings()] * distortions.distorts
             + ["TrivialAugment: one random operation a photo"] * augments
         )
         say(
             f"Fine-tuning the top {options.blocks} blocks of {backbone.name} {epochs_said}: "
-            "the feature cache cannot help here, so each epoch runs the backbone on the "
+            "the feature cache cannot help here, so each epoch runs the frozen blocks on the "
             f"{learns_from}, changed afresh ({changes}){devices_used}"
         )
     else:
@@ -282,19 +283,19 @@ def fine_tune(
         )
     monitored = validation if len(validation) else train
     with scratch:
-        if not runs_bottom_each_epoch:
-            run_bottom = None
-            for number, split in enumerate((fitted, test) if joined else (train, validation, test)):
-                if stored is not None and split.rows is not None:
-                    boundaries[id(split)] = _Rows(stored.values, split.rows)
-                    continue
-                run_bottom = run_bottom or bottom_runner(backbone, options.blocks, engine)
-                file = Path(scratch.name) / f"{number}.npy"
-                boundaries[id(split)] = store_boundaries(run_bottom, split.paths, size, file).values
-            if stores_mirrors:
-                run_bottom = run_bottom or bottom_runner(backbone, options.blocks, engine)
-                file = Path(scratch.name) / "mirrored.npy"
-                mirrors = store_boundaries(run_bottom, fitted.paths, size, file, mirror=True).values
+        for number, split in enumerate((fitted, test) if joined else (train, validation, test)):
+            if stored is not None and split.rows is not None:
+                boundaries[id(split)] = _Rows(stored.values, split.rows)
+                continue
+            run_bottom = run_bottom or bottom_runner(backbone, options.blocks, engine)
+            file = Path(scratch.name) / f"{number}.npy"
+            boundaries[id(split)] = store_boundaries(run_bottom, split.paths, size, file).values
+        if stores_mirrors:
+            run_bottom = run_bottom or bottom_runner(backbone, options.blocks, engine)
+            file = Path(scratch.name) / "mirrored.npy"
+            mirrors = store_boundaries(run_bottom, fitted.paths, size, file, mirror=True).values
+        if changes_each_epoch:
+            run_bottom = run_bottom or bottom_runner(backbone, options.blocks, engine)
         epochs = run_epochs(
             options.epochs,
             train_epoch,
@@ -321,7 +322,7 @@ def fine_tune(
             task=task,
         )
         _, accuracy, tuned.test_scores = measure(test)
-        if tuned_features and not runs_bottom_each_epoch:
+        if tuned_features:
             if joined:
                 both = split_features(fitted)
                 parts = {TRAIN: both[: len(train)], VALIDATION: both[len(train) :]}
