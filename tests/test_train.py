@@ -102,6 +102,7 @@ def test_presets_and_flags():
     best = preset_options("best", fine_tune_epochs=1)
     assert best.fine_tune.blocks > preset_options().fine_tune.blocks
     assert best.fine_tune.epochs == 1 and best.preset == "best"
+    assert best.fine_tune.augment == "trivial" and preset_options().fine_tune.augment == "none"
     assert best.image_size == 300 and preset_options().image_size is None  # Lite2's own 260
     # Fine-tuning on the validation photos too was measured for balanced, not yet for best.
     assert preset_options().fine_tune.on_validation and not best.fine_tune.on_validation
