@@ -21,8 +21,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 300 px rather than Lite2's own 260: 1.2 points more on clothing for a sixth more time.
     # It keeps its best validation epoch, as when its 84.5% was measured: fine-tuning on the
     # validation photos too, which lifted balanced, gave it 84.7% (within the spread).
-    # TrivialAugment: 84.9% in 8 epochs against 84.3% and 83.3% (two seeds) for 10 without,
-    # in 12 min 13 s against 11 min 30 s on 3,066 photos (the same machine and day).
+    # TrivialAugment: 84.9% and 84.1% (two seeds) in 8 epochs against 84.3% and 83.3% for 10
+    # without, in 12 min 13 s against 11 min 30 s on 3,066 photos (the same machine and day).
     "best": {
         "image_size": 300,
         "fine_tune_blocks": 8,
@@ -40,8 +40,8 @@ PRESET_HELP = {
     "with an empty cache, and 9 points more accurate than fast on hard photos",
     "best": "photos at 300 px, 8 blocks fine-tuned for 8 epochs on photos changed at random "
     "each epoch (TrivialAugment), and each photo's scores averaged with its mirror image's: "
-    "about 12 minutes for 3,000 photos, 1-2 points more accurate than balanced on hard photos, "
-    "and guess.sh and guessDir.sh take twice as long",
+    "about 12 minutes for 3,000 photos, about a point more accurate than balanced on hard "
+    "photos, and guess.sh and guessDir.sh take twice as long",
 }
 
 
