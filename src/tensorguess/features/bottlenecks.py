@@ -192,21 +192,19 @@ def compute_features(
     label: str = "",
     engine: str | None = None,
     view: PixelView | None = None,
-    extract=None,
     calibration: Calibration | None = None,
 ):
     """Yield (indices, vectors [B, D], reasons) for `paths`, batch by batch, in order.
 
     Decoding threads work ahead, and the backbone runs on the next batch while the caller
-    stores this one (and the next batch's `view` is made). `extract` replaces the backbone's
-    kept runner (see `tuned_features`); `calibration` is for `openvino-int8`.
+    stores this one (and the next batch's `view` is made). `calibration` is for
+    `openvino-int8`.
     """
     from tensorguess.data.images import pixel_batches
 
     if not paths:
         return
-    if extract is None:
-        extract, _ = features_runner(backbone, engine, calibration)
+    extract, _ = features_runner(backbone, engine, calibration)
     start = 0
     with progress_bar(len(paths), label or "Computing features", unit="img") as bar:
         batches = pixel_batches(paths, backbone.image_size, batch_size)
@@ -217,24 +215,6 @@ def compute_features(
             yield range(start, start + count), vectors, reasons
             start += count
             bar.update(count)
-
-
-def tuned_features(
-    backbone: Backbone, paths: Sequence[Path], engine: str | None = None, label: str = ""
-) -> np.ndarray:
-    """Features [N, D] of `paths` by a backbone whose weights changed in this process
-    (fine-tuning): computed afresh, never from or into a cache, since `backbone.cache_key`
-    and the kept converted models describe the weights as they were loaded. Rows of the
-    photos that can still be read, in order.
-    """
-    size = backbone.image_size
-    extract, _ = function_runner(backbone.features, (size, size, 3), engine, whole_pixels=True)
-    rows = [np.zeros((0, backbone.feature_dim), np.float32)]
-    for _, batch, reasons in compute_features(
-        backbone, paths, label=label, engine=engine, extract=extract
-    ):
-        rows.append(batch[[not reason for reason in reasons]])
-    return np.concatenate(rows)
 
 
 def cached_features(

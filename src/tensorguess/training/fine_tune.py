@@ -28,6 +28,7 @@ one device gives with the global batch, up to float noise (tested on two logical
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from tensorguess.features.boundaries import (
     split_model,
     store_boundaries,
 )
+from tensorguess.features.engines import Runner
 from tensorguess.training.augment import distort, trivial_augment
 from tensorguess.training.head import (
     Say,
@@ -189,7 +191,11 @@ def fine_tune(
     # Mirroring is the one distortion whose views can be stored: two per photo.
     stores_mirrors = distortions.mirrors_only and not augments
     changes_each_epoch = distortions.alters_pixels or augments
-    run_bottom = None
+
+    @functools.cache
+    def bottom() -> Runner:
+        """The frozen bottom on `engine`, built (in this thread) when first needed."""
+        return bottom_runner(backbone, options.blocks, engine)
 
     def batches(split: LabelledPaths, order: np.ndarray, training: bool) -> Iterator:
         """(boundary batch, rows of `split`) in `order`: from the stored boundaries (in
@@ -198,7 +204,7 @@ def fine_tune(
         photos changed afresh."""
         if training and changes_each_epoch:
             for pixels, rows in changed_pixels(split, order):
-                yield run_bottom(pixels), rows
+                yield bottom()(pixels), rows
             return
         stored = boundaries[id(split)]
         for start in range(0, len(order), global_batch):
@@ -287,15 +293,11 @@ def fine_tune(
             if stored is not None and split.rows is not None:
                 boundaries[id(split)] = _Rows(stored.values, split.rows)
                 continue
-            run_bottom = run_bottom or bottom_runner(backbone, options.blocks, engine)
             file = Path(scratch.name) / f"{number}.npy"
-            boundaries[id(split)] = store_boundaries(run_bottom, split.paths, size, file).values
+            boundaries[id(split)] = store_boundaries(bottom(), split.paths, size, file).values
         if stores_mirrors:
-            run_bottom = run_bottom or bottom_runner(backbone, options.blocks, engine)
             file = Path(scratch.name) / "mirrored.npy"
-            mirrors = store_boundaries(run_bottom, fitted.paths, size, file, mirror=True).values
-        if changes_each_epoch:
-            run_bottom = run_bottom or bottom_runner(backbone, options.blocks, engine)
+            mirrors = store_boundaries(bottom(), fitted.paths, size, file, mirror=True).values
         epochs = run_epochs(
             options.epochs,
             train_epoch,

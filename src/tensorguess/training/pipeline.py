@@ -14,7 +14,6 @@ are measured with them (a train stopped in between leaves 0.5 for every label).
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import tempfile
 import time
@@ -136,7 +135,7 @@ def _train(
     head = _train_head(data, scan.labels, options, say, task)
     if options.fine_tune.enabled:
         head = _fine_tune(backbone, head, data, options, engines, say, stored)
-    novelty = _fit_novelty(backbone, data, head, options.fine_tune.enabled, engines.tuning, say)
+    novelty = _fit_novelty(data, head, say)
     precision = engine_precision(engines.tuning)
     exported = _export(tf_files, backbone, head, novelty, scan.labels, precision, data, options)
     outputs = [exported.graph, exported.labels, exported.saved_model, exported.metadata]
@@ -529,27 +528,13 @@ def _quantize(
     )
 
 
-def _fit_novelty(backbone, data: _TrainingData, head, fine_tuned: bool, engine: str, say):
-    """The novelty score of the features the exported model computes, and its threshold."""
+def _fit_novelty(data: _TrainingData, head, say):
+    """The novelty score of the features the exported model computes, and its threshold:
+    after fine-tuning, the tuned features (from its stored boundaries), else the cached ones."""
     from tensorguess.features.novelty import EXCEEDING, fit_novelty
 
-    if fine_tuned and head.tuned_features:  # from the fine-tuning's stored boundaries
+    if head.tuned_features:
         train, validation = (head.tuned_features[name] for name in (TRAIN, VALIDATION))
-    elif fine_tuned:  # the cached features describe the backbone before fine-tuning
-        from tensorguess.features.bottlenecks import tuned_features
-
-        train, validation = (
-            tuned_features(
-                backbone,
-                [image.path for image in data.photos[name]],
-                engine,
-                f"Tuned features ({name})",
-            )
-            for name in (TRAIN, VALIDATION)
-        )
-        # Collect the runner built for them now: collected later, inside the export, its
-        # finalisers could swallow a Ctrl-C ("Exception ignored"), and train would carry on.
-        gc.collect()
     else:
         train, validation = (data.splits[name].features for name in (TRAIN, VALIDATION))
     novelty = fit_novelty(train, validation)
