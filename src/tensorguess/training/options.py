@@ -188,10 +188,12 @@ class FineTuneOptions:
     enabled: bool = setting(
         True, "fine-tune the backbone's top blocks with the head", Switch, flag="fine_tune"
     )
-    # 6 x 8 since 7 December 2026: 82.9% on clothing-extra over 15 folds against 82.1% for
-    # 4 x 6, within 5 minutes for 3,000 photos on a 2-core CPU with AVX-512 (docs/accuracy.md).
+    # 6 blocks since 7 December 2026: 82.9% on clothing-extra over 15 folds against 82.1% for
+    # 4 x 6. 6 epochs, not 8, since later that day: 82.8% over the same folds against 82.9%, and
+    # within 5 minutes for 3,000 photos on the slower of two 2-core AVX-512 CPUs, where 8
+    # took 6 minutes (docs/accuracy.md).
     blocks: int = setting(6, "how many top blocks to train", POSITIVE, flag="fine_tune_blocks")
-    epochs: int = setting(8, "fine-tuning epochs", POSITIVE, flag="fine_tune_epochs")
+    epochs: int = setting(6, "fine-tuning epochs", POSITIVE, flag="fine_tune_epochs")
     learning_rate: float = setting(
         3e-4, "fine-tuning's learning rate", RATE, flag="fine_tune_learning_rate"
     )

@@ -20,7 +20,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "balanced": {},
     # 300 px rather than Lite2's own 260: 1.2 points more on clothing for a sixth more time.
     # It keeps its best validation epoch, as when its 84.5% was measured: fine-tuning on the
-    # validation photos too, which lifted balanced, gave it 84.7% (within the spread).
+    # validation photos too, which lifted balanced, gave it 84.7% (within the spread), and
+    # 85.0% against 84.9% with TrivialAugment.
     # TrivialAugment: 84.9% and 84.1% (two seeds) in 8 epochs against 84.3% and 83.3% for 10
     # without, in 12 min 13 s against 11 min 30 s on 3,066 photos (the same machine and day).
     "best": {
@@ -36,11 +37,11 @@ PRESET_HELP = {
     "fast": "a softmax on EfficientNet-Lite0's cached features, as retrain.py: about 25 s "
     "for 3,000 photos with an empty cache, 15 s again",
     "balanced": "the default: EfficientNet-Lite2's features, then its top 6 blocks fine-tuned "
-    "for 8 epochs, which the feature cache cannot serve: about 4 minutes for 3,000 photos "
+    "for 6 epochs, which the feature cache cannot serve: about 5 minutes for 3,000 photos "
     "with an empty cache, and 9 points more accurate than fast on hard photos",
     "best": "photos at 300 px, 8 blocks fine-tuned for 8 epochs on photos changed at random "
     "each epoch (TrivialAugment), and each photo's scores averaged with its mirror image's: "
-    "12 minutes for 3,000 photos on a CPU where balanced takes 6, about a point more "
+    "12 minutes for 3,000 photos on a CPU where balanced takes 5, about a point more "
     "accurate than balanced on hard photos, and guess.sh and guessDir.sh take twice as long",
 }
 
