@@ -99,6 +99,8 @@ def test_flip_alone_mirrors_or_keeps_the_photo():
 def test_presets_and_flags():
     assert preset_options("balanced") == preset_options()
     assert preset_options().fine_tune.enabled and not preset_options("fast").fine_tune.enabled
+    tuned = preset_options().fine_tune
+    assert (tuned.blocks, tuned.epochs) == (6, 6)  # README's preset table: 6 blocks, 6 epochs
     best = preset_options("best", fine_tune_epochs=1)
     assert best.fine_tune.blocks > preset_options().fine_tune.blocks
     assert best.fine_tune.epochs == 1 and best.preset == "best"
