@@ -94,7 +94,7 @@ def fine_tune(
     `engine` computes the frozen bottom's output (as `engines.resolved_engine` reads it),
     unless `stored` holds it already (each split's `rows` say where). `tuned_features`: the
     head also carries the tuned features of the training and validation photos
-    (`TrainedHead.tuned_features`), when boundaries were stored rather than distorted afresh.
+    (`TrainedHead.tuned_features`), from their stored boundaries (stored here when needed).
     """
     import tensorflow as tf
 

@@ -354,7 +354,7 @@ def _fine_tune(
 ):
     """The backbone's top blocks and the head, trained together on the photos (fine_tune.py),
     from the `stored` boundaries where there are some; the head carries the tuned features
-    of the training and validation photos when they could come from boundaries. It learns
+    of the training and validation photos, which the novelty score is fitted on. It learns
     from the validation photos too (`on_validation`) unless something later is chosen or
     checked on them: a multi-label model's thresholds, an int8 model's check."""
     from tensorguess.training.fine_tune import LabelledPaths, fine_tune
