@@ -173,6 +173,46 @@ def test_mirror_images_are_fine_tuned_from_stored_boundaries_not_a_backbone_per_
     assert np.abs(stored[0][2][:4] - expected).max() > 0.1 * np.abs(expected).max()
 
 
+def test_fine_tuning_changes_the_top_blocks_pointwise_convolutions_and_nothing_below(tmp_path):
+    """What fine-tuning may change: the top blocks' expanding and projecting convolutions and
+    the last one's; their depthwise convolutions keep their pretrained weights (a cheaper
+    step), and so does every frozen block, whose output was stored once."""
+    import numpy as np
+
+    from tensorguess.features.backbones import get_backbone
+    from tensorguess.training.fine_tune import fine_tune
+    from tensorguess.training.head import train_head
+    from tensorguess.training.options import DistortionOptions, FineTuneOptions, HeadOptions
+
+    backbone = get_backbone("efficientnet_lite0", 64)
+    splits = _tiny_splits(tmp_path, backbone)
+    head_options = HeadOptions(epochs=3)
+    head = train_head(*(split[1] for split in splits), 2, head_options, say=lambda _: None)
+    before = {layer.name: layer.get_weights() for layer in backbone.model.layers}
+    fine_tune(
+        backbone,
+        head,
+        head_options,
+        *(split[0] for split in splits),
+        DistortionOptions(),
+        FineTuneOptions(blocks=2, epochs=2, learning_rate=0.01),
+        say=lambda _: None,
+    )
+    changed = {
+        layer.name
+        for layer in backbone.model.layers
+        if any(
+            np.abs(new - old).max() > 0
+            for new, old in zip(layer.get_weights(), before[layer.name], strict=True)
+        )
+    }
+    blocks = sorted({int(name[5:].split("_")[0]) for name in before if name[:5] == "block"})
+    top = [f"block{number}" for number in blocks[-2:]]
+    learnt = {name for name in before if name.split("_")[0] in top and "depthwise" not in name}
+    learnt = {name for name in learnt if before[name]} | {"head_conv"}
+    assert changed == learnt, (sorted(changed), sorted(learnt))
+
+
 def test_trivial_augment_changes_each_photo_its_own_way_and_keeps_it_a_photo():
     """One operation per photo at a random strength: the same seeds give the same photos,
     values stay pixels, most photos change and differently from each other, and a few draw
