@@ -117,7 +117,7 @@ def test_presets_and_flags():
     assert "--preset {fast,balanced,best}" in help_text
     # What makes a preset slow is said where a user chooses it.
     flat = " ".join(help_text.split())
-    assert "which the feature cache cannot serve: about 5 minutes for 3,000 photos" in flat
+    assert "cannot serve: about 4 and a half minutes for 3,000 photos" in flat
 
 
 def test_fast_preset_caches_distorted_views_and_writes_tensorboard_summaries(

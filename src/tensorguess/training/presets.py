@@ -37,12 +37,13 @@ PRESET_HELP = {
     "fast": "a softmax on EfficientNet-Lite0's cached features, as retrain.py: about 25 s "
     "for 3,000 photos with an empty cache, 15 s again",
     "balanced": "the default: EfficientNet-Lite2's features, then its top 6 blocks fine-tuned "
-    "for 6 epochs, which the feature cache cannot serve: about 5 minutes for 3,000 photos "
-    "with an empty cache, and 9 points more accurate than fast on hard photos",
+    "for 6 epochs, which the feature cache cannot serve: about 4 and a half minutes for 3,000 "
+    "photos with an empty cache, and 9 points more accurate than fast on hard photos",
     "best": "photos at 300 px, 8 blocks fine-tuned for 8 epochs on photos changed at random "
     "each epoch (TrivialAugment), and each photo's scores averaged with its mirror image's: "
-    "12 minutes for 3,000 photos on a CPU where balanced takes 5, about a point more "
-    "accurate than balanced on hard photos, and guess.sh and guessDir.sh take twice as long",
+    "about 12 minutes for 3,000 photos on a CPU where balanced takes 4 and a half, about a "
+    "point more accurate than balanced on hard photos, and guess.sh and guessDir.sh take "
+    "twice as long",
 }
 
 
