@@ -5,9 +5,10 @@ frozen bottom of the backbone does not change, though: its output for each photo
 "boundary", features/boundaries.py) is computed once (by the training run, in the same pass
 as the features; else here), and every epoch runs only the top blocks on it: several times
 faster than running the whole backbone each epoch. Of the top blocks, the expanding and
-projecting convolutions (and the head's) learn; the depthwise ones keep their pretrained
-weights, which costs no accuracy and a sixth of each step. The tuned features of the training and
-validation photos, which the novelty score is fitted on, come from the same boundaries.
+projecting convolutions (and the backbone's last) learn; the depthwise ones keep their
+pretrained weights, which costs no accuracy and saves a fifth of each step. The tuned
+features of the training and validation photos, which the novelty score is fitted on, come
+from the same boundaries.
 With distortions, or with TrivialAugment (`augment`, one random operation per photo and
 epoch), every epoch decodes every training photo, changes it, and runs the frozen bottom on
 it on the engine that stored the boundaries (OpenVINO on a CPU: twice TensorFlow's speed);
@@ -354,7 +355,7 @@ def distribution(devices: Sequence[str] | None = None):
 
 def _keep_depthwise(top: keras.Model) -> None:
     """The tuned blocks' depthwise convolutions keep their pretrained weights: a step then
-    costs a sixth less (their kernels' gradients are the slowest part of it on a CPU), for
+    costs a fifth to a quarter less on a CPU (their kernels' gradients are dear there), for
     the same accuracy on clothing-extra (docs/accuracy.md, "eighth")."""
     for layer in top.layers:
         if isinstance(layer, keras.layers.DepthwiseConv2D):
